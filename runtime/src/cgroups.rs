@@ -1,0 +1,570 @@
+//! Cgroups with the cgroupfs driver on v1, v2 and hybrid hosts.
+//!
+//! Each controller is driven where the host has it: a v1 hierarchy if one is mounted for it,
+//! otherwise the unified (v2) hierarchy. The container gets a directory in every mounted
+//! hierarchy (so it is tracked everywhere, like runc), and limits go to the owning one.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CgroupError {
+    #[error("no cgroup hierarchy is mounted (read /proc/self/mountinfo)")]
+    NoHierarchy,
+    #[error("cannot create cgroup {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("invalid cgroupsPath {0:?}: {1}")]
+    InvalidPath(String, &'static str),
+    #[error("cannot remove cgroup {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+type Result<T> = std::result::Result<T, CgroupError>;
+
+#[derive(Debug, Clone)]
+pub struct Hierarchy {
+    pub mountpoint: PathBuf,
+    /// The mount's root within the hierarchy (not "/" inside a cgroup namespace).
+    pub root: String,
+    /// v1 controllers (and `name=` options); empty for the unified hierarchy.
+    pub controllers: Vec<String>,
+    pub unified: bool,
+}
+
+/// The cgroup hierarchies mounted on this host.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    pub hierarchies: Vec<Hierarchy>,
+}
+
+impl Layout {
+    pub fn detect() -> Result<Layout> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|_| CgroupError::NoHierarchy)?;
+        let mut layout = Layout::default();
+        for line in info.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else { continue };
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            if pre.len() < 5 || post.len() < 3 {
+                continue;
+            }
+            let (root, mountpoint, fstype) = (pre[3], unescape(pre[4]), post[0]);
+            let h = match fstype {
+                "cgroup2" => Hierarchy {
+                    mountpoint: mountpoint.into(),
+                    root: root.into(),
+                    controllers: vec![],
+                    unified: true,
+                },
+                "cgroup" => {
+                    let known = [
+                        "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio",
+                        "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc",
+                    ];
+                    let controllers = post[2]
+                        .split(',')
+                        .filter(|o| known.contains(o) || o.starts_with("name="))
+                        .map(String::from)
+                        .collect();
+                    Hierarchy {
+                        mountpoint: mountpoint.into(),
+                        root: root.into(),
+                        controllers,
+                        unified: false,
+                    }
+                }
+                _ => continue,
+            };
+            let dup = layout
+                .hierarchies
+                .iter()
+                .any(|o| o.unified == h.unified && o.controllers == h.controllers);
+            if !dup {
+                layout.hierarchies.push(h);
+            }
+        }
+        if layout.hierarchies.is_empty() {
+            return Err(CgroupError::NoHierarchy);
+        }
+        Ok(layout)
+    }
+
+    pub fn unified(&self) -> Option<&Hierarchy> {
+        self.hierarchies.iter().find(|h| h.unified)
+    }
+
+    /// True on a pure cgroup v2 host.
+    pub fn is_unified_only(&self) -> bool {
+        self.hierarchies.iter().all(|h| h.unified)
+    }
+
+    fn v1(&self, controller: &str) -> Option<&Hierarchy> {
+        self.hierarchies
+            .iter()
+            .find(|h| !h.unified && h.controllers.iter().any(|c| c == controller))
+    }
+
+    /// Whether `controller` is managed through the unified hierarchy on this host.
+    fn on_v2(&self, controller: &str) -> bool {
+        self.v1(controller).is_none()
+            && self.unified().is_some_and(|u| {
+                std::fs::read_to_string(u.mountpoint.join("cgroup.controllers"))
+                    .is_ok_and(|s| s.split_whitespace().any(|c| c == controller))
+            })
+    }
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// The process's own cgroup in `h`, from /proc/self/cgroup.
+fn own_cgroup(h: &Hierarchy) -> String {
+    let data = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    for line in data.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let matches = if h.unified {
+            id == "0" && ctrls.is_empty()
+        } else {
+            let set: BTreeSet<&str> = ctrls.split(',').collect();
+            h.controllers.iter().all(|c| set.contains(c.as_str()))
+        };
+        if matches {
+            return path.to_string();
+        }
+    }
+    "/".into()
+}
+
+/// Turns a systemd-style `slice:prefix:name` into the cgroupfs path systemd would use, so
+/// `--systemd-cgroup` callers get the same tree from the cgroupfs driver.
+pub fn systemd_to_fs_path(path: &str) -> Result<String> {
+    let parts: Vec<&str> = path.split(':').collect();
+    let [slice, prefix, name] = parts[..] else {
+        return Err(CgroupError::InvalidPath(path.into(), "expected slice:prefix:name"));
+    };
+    let slice = if slice.is_empty() { "system.slice" } else { slice };
+    let Some(stem) = slice.strip_suffix(".slice") else {
+        return Err(CgroupError::InvalidPath(path.into(), "the slice must end in .slice"));
+    };
+    let mut out = String::new();
+    if stem != "-" {
+        let mut acc = String::new();
+        for (i, part) in stem.split('-').enumerate() {
+            if part.is_empty() {
+                return Err(CgroupError::InvalidPath(path.into(), "empty component in slice name"));
+            }
+            if i > 0 {
+                acc.push('-');
+            }
+            acc.push_str(part);
+            out.push_str(&format!("/{acc}.slice"));
+        }
+    }
+    let unit = if name.ends_with(".slice") {
+        name.to_string()
+    } else if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    Ok(format!("{out}/{unit}"))
+}
+
+/// A container's cgroup: one directory per hierarchy.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    pub paths: Vec<PathBuf>,
+    layout: Layout,
+}
+
+impl Cgroup {
+    /// Resolves `cgroups_path` (absolute: from each hierarchy's root; relative: below our own
+    /// cgroup, as runc does) to one directory per hierarchy. Nothing is created yet.
+    pub fn resolve(layout: &Layout, cgroups_path: &str) -> Result<Cgroup> {
+        if cgroups_path.split('/').any(|c| c == "..") {
+            return Err(CgroupError::InvalidPath(cgroups_path.into(), "'..' is not allowed"));
+        }
+        let paths = layout
+            .hierarchies
+            .iter()
+            .map(|h| {
+                let full = if cgroups_path.starts_with('/') {
+                    cgroups_path.to_string()
+                } else {
+                    format!("{}/{}", own_cgroup(h).trim_end_matches('/'), cgroups_path)
+                };
+                // Paths in /proc/self/cgroup are relative to the hierarchy's root; the mount may
+                // start lower (cgroup namespace, or a container's own view).
+                let rel = full.strip_prefix(h.root.trim_end_matches('/')).unwrap_or(&full);
+                h.mountpoint.join(rel.trim_start_matches('/'))
+            })
+            .collect();
+        Ok(Cgroup {
+            paths,
+            layout: layout.clone(),
+        })
+    }
+
+    pub fn from_paths(paths: Vec<PathBuf>) -> Cgroup {
+        Cgroup {
+            paths,
+            layout: Layout::detect().unwrap_or_default(),
+        }
+    }
+
+    fn dir_for(&self, controller: &str) -> Option<&Path> {
+        let idx = if self.layout.on_v2(controller) {
+            self.layout.hierarchies.iter().position(|h| h.unified)?
+        } else {
+            self.layout
+                .hierarchies
+                .iter()
+                .position(|h| !h.unified && h.controllers.iter().any(|c| c == controller))?
+        };
+        self.paths.get(idx).map(PathBuf::as_path)
+    }
+
+    /// Creates the directories and applies `resources`. On error, what was created is removed.
+    pub fn create(&self, resources: Option<&LinuxResources>) -> Result<()> {
+        let r = self.create_dirs().and_then(|()| match resources {
+            Some(r) => self.apply(r),
+            None => Ok(()),
+        });
+        if r.is_err() {
+            let _ = self.remove();
+        }
+        r
+    }
+
+    fn create_dirs(&self) -> Result<()> {
+        for (h, path) in self.layout.hierarchies.iter().zip(&self.paths) {
+            let mut missing = vec![];
+            let mut p = path.as_path();
+            while !p.exists() && p.starts_with(&h.mountpoint) {
+                missing.push(p.to_path_buf());
+                p = p.parent().unwrap_or(Path::new("/"));
+            }
+            for dir in missing.iter().rev() {
+                std::fs::create_dir(dir).or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) }
+                })
+                .map_err(|source| CgroupError::Create { path: dir.clone(), source })?;
+                if h.controllers.iter().any(|c| c == "cpuset") {
+                    inherit_cpuset(dir)?;
+                }
+            }
+            if h.unified {
+                self.enable_v2_controllers(h, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Enables the v2 controllers this host manages through the unified hierarchy in every
+    /// ancestor's subtree_control, so the container's directory gets their interface files.
+    fn enable_v2_controllers(&self, h: &Hierarchy, path: &Path) -> Result<()> {
+        let wanted: Vec<&str> = ["cpu", "cpuset", "memory", "pids", "io", "hugetlb"]
+            .into_iter()
+            .filter(|c| self.layout.on_v2(c))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut ancestors: Vec<&Path> = path.ancestors().skip(1).take_while(|a| a.starts_with(&h.mountpoint)).collect();
+        ancestors.reverse();
+        for dir in ancestors {
+            let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+            let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+            let add: Vec<String> = wanted
+                .iter()
+                .filter(|c| available.split_whitespace().any(|a| a == **c))
+                .filter(|c| !enabled.split_whitespace().any(|a| a == **c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            if !add.is_empty() {
+                write(&dir.join("cgroup.subtree_control"), &add.join(" "))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies memory, cpu, cpuset, pids and device limits.
+    pub fn apply(&self, r: &LinuxResources) -> Result<()> {
+        if let Some(m) = r.memory() {
+            self.apply_memory(m)?;
+        }
+        if let Some(c) = r.cpu() {
+            self.apply_cpu(c)?;
+        }
+        if let Some(p) = r.pids() {
+            if let Some(dir) = self.dir_for("pids") {
+                let v = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
+                write(&dir.join("pids.max"), &v)?;
+            }
+        }
+        if let Some(devices) = r.devices() {
+            self.apply_devices(devices)?;
+        }
+        Ok(())
+    }
+
+    fn apply_memory(&self, m: &oci_spec::runtime::LinuxMemory) -> Result<()> {
+        let Some(dir) = self.dir_for("memory") else { return Ok(()) };
+        let v2 = self.layout.on_v2("memory");
+        let num = |v: i64| if v < 0 { if v2 { "max".to_string() } else { "-1".to_string() } } else { v.to_string() };
+        if v2 {
+            if let Some(l) = m.limit() {
+                write(&dir.join("memory.max"), &num(l))?;
+            }
+            if let Some(s) = m.swap() {
+                // v2 accounts swap alone; the spec's value is memory+swap.
+                let v = match (s, m.limit()) {
+                    (s, _) if s < 0 => "max".to_string(),
+                    (s, Some(l)) if l >= 0 => (s - l).max(0).to_string(),
+                    (s, _) => s.to_string(),
+                };
+                write_if_exists(&dir.join("memory.swap.max"), &v)?;
+            }
+            if let Some(r) = m.reservation() {
+                write(&dir.join("memory.low"), &num(r))?;
+            }
+            return Ok(());
+        }
+        let limit_file = dir.join("memory.limit_in_bytes");
+        let memsw_file = dir.join("memory.memsw.limit_in_bytes");
+        match (m.limit(), m.swap()) {
+            (Some(l), Some(s)) if memsw_file.exists() => {
+                // memsw must never drop below the memory limit: order the writes accordingly.
+                if write(&limit_file, &num(l)).is_err() {
+                    write(&memsw_file, &num(s))?;
+                    write(&limit_file, &num(l))?;
+                } else {
+                    write(&memsw_file, &num(s))?;
+                }
+            }
+            (l, s) => {
+                if let Some(l) = l {
+                    write(&limit_file, &num(l))?;
+                }
+                if let Some(s) = s {
+                    if memsw_file.exists() {
+                        write(&memsw_file, &num(s))?;
+                    } else {
+                        tracing::warn!(swap = s, "swap accounting is off on this host: memory.swap ignored");
+                    }
+                }
+            }
+        }
+        if let Some(r) = m.reservation() {
+            write(&dir.join("memory.soft_limit_in_bytes"), &num(r))?;
+        }
+        if let Some(s) = m.swappiness() {
+            write_if_exists(&dir.join("memory.swappiness"), &s.to_string())?;
+        }
+        if m.disable_oom_killer() == Some(true) {
+            write(&dir.join("memory.oom_control"), "1")?;
+        }
+        Ok(())
+    }
+
+    fn apply_cpu(&self, c: &oci_spec::runtime::LinuxCpu) -> Result<()> {
+        if let Some(dir) = self.dir_for("cpu") {
+            if self.layout.on_v2("cpu") {
+                if let Some(shares) = c.shares().filter(|s| *s > 0) {
+                    // The conversion runc and crun use between v1 shares and v2 weight.
+                    let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+                    write(&dir.join("cpu.weight"), &weight.to_string())?;
+                }
+                if c.quota().is_some() || c.period().is_some() {
+                    let quota = match c.quota() {
+                        Some(q) if q > 0 => q.to_string(),
+                        _ => "max".into(),
+                    };
+                    let period = c.period().filter(|p| *p > 0).unwrap_or(100_000);
+                    write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+                }
+            } else {
+                if let Some(shares) = c.shares().filter(|s| *s > 0) {
+                    write(&dir.join("cpu.shares"), &shares.to_string())?;
+                }
+                if let Some(p) = c.period().filter(|p| *p > 0) {
+                    write(&dir.join("cpu.cfs_period_us"), &p.to_string())?;
+                }
+                if let Some(q) = c.quota().filter(|q| *q != 0) {
+                    write(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
+                }
+            }
+        }
+        if let Some(dir) = self.dir_for("cpuset") {
+            // Same file names on v1 and v2.
+            if let Some(cpus) = c.cpus().as_ref().filter(|s| !s.is_empty()) {
+                write(&dir.join("cpuset.cpus"), cpus)?;
+            }
+            if let Some(mems) = c.mems().as_ref().filter(|s| !s.is_empty()) {
+                write(&dir.join("cpuset.mems"), mems)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_devices(&self, rules: &[LinuxDeviceCgroup]) -> Result<()> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        if let Some(h) = self.layout.v1("devices") {
+            let idx = self.layout.hierarchies.iter().position(|o| std::ptr::eq(o, h)).expect("own hierarchy");
+            let dir = &self.paths[idx];
+            for rule in rules {
+                let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
+                write(&dir.join(file), &device_rule(rule))?;
+            }
+            return Ok(());
+        }
+        let denies_anything = rules.iter().any(|r| !r.allow());
+        if denies_anything && self.layout.is_unified_only() {
+            // Enforcing device rules on v2 needs an eBPF program; refusing is safer than
+            // silently letting the container open every device node.
+            return Err(CgroupError::Unsupported(
+                "device cgroup rules on a pure cgroup v2 host need the eBPF device filter, which \
+                 this lodge-runc does not implement yet"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` into every hierarchy's directory.
+    pub fn add_pid(&self, pid: i32) -> Result<()> {
+        for path in &self.paths {
+            write(&path.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Pids in the container's cgroup (from the first hierarchy that can list them).
+    pub fn pids(&self) -> Vec<i32> {
+        for path in &self.paths {
+            if let Ok(s) = std::fs::read_to_string(path.join("cgroup.procs")) {
+                return s.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            }
+        }
+        vec![]
+    }
+
+    /// Removes every directory (and sub-cgroups the container made), retrying while the last
+    /// processes are still exiting.
+    pub fn remove(&self) -> Result<()> {
+        for path in &self.paths {
+            let mut tries = 0;
+            loop {
+                match rmdir_tree(path) {
+                    Ok(()) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(source) => return Err(CgroupError::Remove { path: path.clone(), source }),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rmdir_tree(path: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            rmdir_tree(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A new v1 cpuset cgroup starts with empty cpus/mems, and no task can join it until they are
+/// set: copy them from the parent.
+fn inherit_cpuset(dir: &Path) -> Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let cur = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        if cur.trim().is_empty() {
+            let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
+            write(&dir.join(f), v.trim())?;
+        }
+    }
+    Ok(())
+}
+
+fn device_rule(rule: &LinuxDeviceCgroup) -> String {
+    use oci_spec::runtime::LinuxDeviceType;
+    let typ = match rule.typ() {
+        Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => "c",
+        Some(LinuxDeviceType::B) => "b",
+        Some(LinuxDeviceType::P) => "p",
+        Some(LinuxDeviceType::A) | None => "a",
+    };
+    let num = |n: Option<i64>| n.filter(|n| *n >= 0).map_or("*".to_string(), |n| n.to_string());
+    let access = rule.access().clone().unwrap_or_else(|| "rwm".into());
+    format!("{typ} {}:{} {access}", num(rule.major()), num(rule.minor()))
+}
+
+fn write(path: &Path, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+    })
+}
+
+fn write_if_exists(path: &Path, value: &str) -> Result<()> {
+    if path.exists() {
+        write(path, value)
+    } else {
+        tracing::warn!(path = %path.display(), "not supported on this host: setting ignored");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::systemd_to_fs_path;
+
+    #[test]
+    fn systemd_paths_expand_like_systemd() {
+        assert_eq!(systemd_to_fs_path("system.slice:docker:abc").unwrap(), "/system.slice/docker-abc.scope");
+        assert_eq!(
+            systemd_to_fs_path("a-b.slice:crio:x").unwrap(),
+            "/a.slice/a-b.slice/crio-x.scope"
+        );
+        assert_eq!(systemd_to_fs_path(":lodge:y").unwrap(), "/system.slice/lodge-y.scope");
+        assert!(systemd_to_fs_path("/plain/path").is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! `create`: set up the container and leave its init blocked until `start`.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::cgroups::{self, Cgroup, Layout};
+use crate::error::{Error, Result};
+use crate::hooks;
+use crate::process::{self, InitArgs, Plan};
+use crate::spec;
+use crate::state::{write_atomic, ContainerState, StateDir, Status, EXEC_SOCKET};
+use crate::sys;
+
+use super::{hook_state, Globals};
+
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: i32,
+}
+
+/// Creates container `id` and returns its init pid. On failure nothing is left behind:
+/// no process, no cgroup, no state directory.
+pub fn create(g: &Globals, id: &str, opts: &CreateOptions) -> Result<i32> {
+    spec::validate_id(id).map_err(Error::InvalidId)?;
+    let loaded = spec::load(&opts.bundle)?;
+    let dir = StateDir::create(&g.root, id)?;
+    let mut cgroup: Option<Cgroup> = None;
+    let result = create_in(g, id, opts, &loaded, &dir, &mut cgroup);
+    if result.is_err() {
+        if let Some(cg) = &cgroup {
+            for pid in cg.pids() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            }
+            if let Err(e) = cg.remove() {
+                tracing::warn!(error = %e, "cleaning up after a failed create");
+            }
+        }
+        if let Err(e) = dir.destroy() {
+            tracing::warn!(error = %e, "cleaning up after a failed create");
+        }
+    }
+    result
+}
+
+fn cgroups_path(g: &Globals, id: &str, spec: &oci_spec::runtime::Spec) -> Result<String> {
+    let given = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.display().to_string())
+        .filter(|p| !p.is_empty());
+    if g.systemd_cgroup {
+        tracing::warn!("the systemd cgroup driver is not implemented yet: using cgroupfs with systemd's layout");
+        return match given {
+            Some(p) => Ok(cgroups::systemd_to_fs_path(&p)?),
+            None => Ok(format!("/system.slice/lodge-{id}.scope")),
+        };
+    }
+    Ok(given.unwrap_or_else(|| format!("/lodge/{id}")))
+}
+
+fn create_in(
+    g: &Globals,
+    id: &str,
+    opts: &CreateOptions,
+    loaded: &spec::LoadedSpec,
+    dir: &StateDir,
+    cgroup_slot: &mut Option<Cgroup>,
+) -> Result<i32> {
+    let spec = &loaded.spec;
+    dir.save_config(&loaded.raw)?;
+    let plan = Plan::new(spec)?;
+    let layout = Layout::detect()?;
+    let cg = Cgroup::resolve(&layout, &cgroups_path(g, id, spec)?)?;
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    cg.create(resources)?;
+    *cgroup_slot = Some(cg.clone());
+
+    let listener = listen(&dir.short_path(EXEC_SOCKET))?;
+    let console = opts
+        .console_socket
+        .as_deref()
+        .map(connect_console)
+        .transpose()?;
+    let hooks = spec.hooks().as_ref();
+    #[allow(deprecated)]
+    let runtime_hooks: Vec<_> = hooks
+        .map(|h| {
+            h.prestart().clone().unwrap_or_default().into_iter().chain(h.create_runtime().clone().unwrap_or_default()).collect()
+        })
+        .unwrap_or_default();
+    let args = InitArgs {
+        id,
+        spec,
+        rootfs: &loaded.rootfs,
+        bundle: &loaded.bundle,
+        plan: &plan,
+        no_pivot: opts.no_pivot,
+        no_new_keyring: opts.no_new_keyring,
+        console_socket: console.as_ref().map(|c| c.as_raw_fd()),
+        exec_listener: listener.as_raw_fd(),
+        preserve_fds: opts.preserve_fds,
+        cgroup_layout: &layout,
+        cgroup_paths: &cg.paths,
+        hook_point: !runtime_hooks.is_empty(),
+    };
+    let mut on_hook_point = |pid: i32| {
+        let state = hook_state(id, Status::Creating, pid, &loaded.bundle, spec);
+        hooks::run_all("createRuntime", &runtime_hooks, &state).map_err(|e| e.to_string())
+    };
+    let spawned = process::spawn(&args, &cg, &mut on_hook_point)?;
+    drop(listener);
+    drop(console);
+    let pid = spawned.init_pid;
+    let start_time = sys::process_start_time(pid).ok_or(Error::Process(process::ProcessError::InitDied))?;
+    let state = ContainerState {
+        id: id.to_string(),
+        init_pid: pid,
+        init_start_time: start_time,
+        bundle: loaded.bundle.clone(),
+        rootfs: loaded.rootfs.clone(),
+        created: crate::timefmt::now(),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroup_paths: cg.paths.clone(),
+        started: false,
+    };
+    dir.save(&state)?;
+    if let Some(pid_file) = &opts.pid_file {
+        write_atomic(pid_file, pid.to_string().as_bytes(), 0o644)?;
+    }
+    Ok(pid)
+}
+
+fn listen(path: &Path) -> Result<OwnedFd> {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    let err = |e: nix::Error| Error::Io {
+        what: format!("exec socket {}", path.display()),
+        source: e.into(),
+    };
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(err)?;
+    let addr = UnixAddr::new(path).map_err(err)?;
+    bind(fd.as_raw_fd(), &addr).map_err(err)?;
+    listen(&fd, Backlog::new(1).expect("valid backlog")).map_err(err)?;
+    Ok(fd)
+}
+
+fn connect_console(path: &Path) -> Result<OwnedFd> {
+    let stream = std::os::unix::net::UnixStream::connect(path)
+        .map_err(Error::io(format!("connecting to --console-socket {}", path.display())))?;
+    Ok(stream.into())
+}

@@ -1,0 +1,84 @@
+//! The runtime's verbs, one module each. The binary maps the CLI onto these.
+
+mod create;
+mod delete;
+mod kill;
+mod spec_template;
+mod start;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use serde::Serialize;
+
+pub use create::{create, CreateOptions};
+pub use delete::delete;
+pub use kill::kill;
+pub use spec_template::{features, spec_template};
+pub use start::{run, start};
+
+use crate::error::Result;
+use crate::state::{self, StateDir, StateView, Status};
+
+/// Options every command shares.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    pub root: PathBuf,
+    /// `--systemd-cgroup`: systemd-style cgroupsPath; served by the cgroupfs driver for now.
+    pub systemd_cgroup: bool,
+}
+
+/// The container state handed to hooks on stdin (runtime-spec "state").
+pub fn hook_state(id: &str, status: Status, pid: i32, bundle: &Path, spec: &Spec) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct HookState<'a> {
+        #[serde(rename = "ociVersion")]
+        oci_version: &'a str,
+        id: &'a str,
+        status: Status,
+        pid: i32,
+        bundle: &'a Path,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        annotations: Option<&'a HashMap<String, String>>,
+    }
+    serde_json::to_vec(&HookState {
+        oci_version: crate::OCI_SPEC_VERSION,
+        id,
+        status,
+        pid,
+        bundle,
+        annotations: spec.annotations().as_ref(),
+    })
+    .expect("hook state serializes")
+}
+
+/// `state ID`.
+pub fn state(g: &Globals, id: &str) -> Result<StateView> {
+    let dir = StateDir::open(&g.root, id)?;
+    let st = dir.load()?;
+    Ok(st.view(st.status(&dir.path)))
+}
+
+/// `list`: every container under the root, with its owner's name.
+pub fn list(g: &Globals) -> Vec<(StateView, String)> {
+    state::list_ids(&g.root)
+        .into_iter()
+        .filter_map(|id| {
+            let dir = StateDir::open(&g.root, &id).ok()?;
+            let st = dir.load().ok()?;
+            let owner = owner_name(&dir.path);
+            Some((st.view(st.status(&dir.path)), owner))
+        })
+        .collect()
+}
+
+fn owner_name(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0);
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}

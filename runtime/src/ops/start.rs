@@ -1,0 +1,104 @@
+//! `start` and `run`.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::error::{Error, Result};
+use crate::hooks;
+use crate::state::{StateDir, Status, EXEC_SOCKET};
+
+use super::{create, delete, hook_state, CreateOptions, Globals};
+
+/// Starts a created container: releases init, which execs the user's process.
+/// Returns once the process is exec'd (or reports why it could not be).
+pub fn start(g: &Globals, id: &str) -> Result<()> {
+    let dir = StateDir::open(&g.root, id)?;
+    let mut st = dir.load()?;
+    let status = st.status(&dir.path);
+    if status != Status::Created {
+        return Err(Error::WrongStatus { id: id.into(), status, action: "only a created container can be started" });
+    }
+    let sock = dir.short_path(EXEC_SOCKET);
+    let mut conn = std::os::unix::net::UnixStream::connect(&sock).map_err(Error::io("connecting to container init"))?;
+    conn.write_all(&[0]).map_err(Error::io("releasing container init"))?;
+    let _ = std::fs::remove_file(dir.path.join(EXEC_SOCKET));
+    st.started = true;
+    dir.save(&st)?;
+    // init closes the connection by exec'ing (close-on-exec) or writes why it failed.
+    let mut report = String::new();
+    let _ = conn.read_to_string(&mut report);
+    if !report.is_empty() {
+        return Err(Error::Exec(report));
+    }
+    if let Some(spec) = dir.load_config() {
+        if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststart().clone()) {
+            let state = hook_state(id, Status::Running, st.init_pid, &st.bundle, &spec);
+            // A failing poststart hook is logged; the container keeps running (runtime-spec).
+            if let Err(e) = hooks::run_all("poststart", &h, &state) {
+                tracing::warn!(error = %e, "poststart hook failed");
+            }
+        }
+    }
+    Ok(())
+}
+
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// `run`: create and start; in the foreground, forward signals to init, wait for it, delete
+/// the container and return its exit code (128+signal when killed, like a shell).
+pub fn run(g: &Globals, id: &str, opts: &CreateOptions, detach: bool) -> Result<i32> {
+    if !detach {
+        // Init may be a grandchild (pid namespace joined by path): become its reaper.
+        // SAFETY: plain prctl.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let pid = create(g, id, opts)?;
+    if let Err(e) = start(g, id) {
+        let _ = delete(g, id, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(0);
+    }
+    FORWARD_TO.store(pid, Ordering::Relaxed);
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH] {
+        // SAFETY: installing an async-signal-safe handler.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    let code = loop {
+        let mut status = 0;
+        // SAFETY: waiting for any child (init, or a reparented intermediate).
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break 255;
+        }
+        if r == pid {
+            if libc::WIFEXITED(status) {
+                break libc::WEXITSTATUS(status);
+            }
+            if libc::WIFSIGNALED(status) {
+                break 128 + libc::WTERMSIG(status);
+            }
+        }
+    };
+    FORWARD_TO.store(0, Ordering::Relaxed);
+    delete(g, id, true)?;
+    Ok(code)
+}

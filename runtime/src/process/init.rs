@@ -1,0 +1,401 @@
+//! The container's init, from the clone until execve of the user's process.
+//!
+//! Runs in the child of lodge-runc (no re-exec). Any failure is reported to the parent over the
+//! sync channel with its errno, and init exits.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::{PosixRlimitType, Process};
+
+use super::caps::CapSets;
+use super::channel::{Channel, Message};
+use super::InitArgs;
+use crate::rootfs::{self, RootfsContext};
+use crate::sys::{self, Forked};
+
+/// A failure inside init: a message and the errno behind it (0 if none).
+struct Fail(String, i32);
+
+impl<E: Into<std::io::Error>> From<(&str, E)> for Fail {
+    fn from((what, e): (&str, E)) -> Fail {
+        let e: std::io::Error = e.into();
+        Fail(format!("{what}: {e}"), e.raw_os_error().unwrap_or(0))
+    }
+}
+
+fn ctx<T, E: Into<std::io::Error>>(what: &str, r: Result<T, E>) -> Result<T, Fail> {
+    r.map_err(|e| Fail::from((what, e)))
+}
+
+fn rootfs_err(e: crate::rootfs::RootfsError) -> Fail {
+    let errno = match &e {
+        crate::rootfs::RootfsError::Mount { errno, .. } | crate::rootfs::RootfsError::Pivot { errno, .. } => *errno as i32,
+        crate::rootfs::RootfsError::Io { source, .. } => source.raw_os_error().unwrap_or(0),
+        _ => 0,
+    };
+    Fail(e.to_string(), errno)
+}
+
+pub fn run(args: &InitArgs, chan: Channel) -> ! {
+    let code = match setup(args, &chan) {
+        Ok(never) => match never {},
+        Err(Fail(msg, errno)) => {
+            let _ = chan.send(&Message::Error { msg, errno });
+            1
+        }
+    };
+    // SAFETY: leave without running the parent's atexit handlers or destructors.
+    unsafe { libc::_exit(code) }
+}
+
+enum Never {}
+
+fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
+    let plan = args.plan;
+    ctx("waiting for the runtime", chan.expect(Message::Go))?;
+    for (flag, fd) in &plan.joins {
+        ctx("setns", nix::sched::setns(fd, *flag))?;
+    }
+    if !plan.unshare_flags.is_empty() {
+        ctx("unshare", nix::sched::unshare(plan.unshare_flags))?;
+        if plan.unshare_flags.contains(CloneFlags::CLONE_NEWUSER) {
+            ctx("sync", chan.send(&Message::MapRequest))?;
+            ctx("waiting for ID maps", chan.expect(Message::MapsDone))?;
+        }
+    }
+    if plan.need_fork {
+        match ctx("fork into the pid namespace", sys::fork_with_flags(0))? {
+            Forked::Parent(pid) => {
+                let _ = chan.send(&Message::InitPid { pid });
+                // SAFETY: the intermediate process is done.
+                unsafe { libc::_exit(0) }
+            }
+            Forked::Child => {}
+        }
+    }
+    if plan.userns {
+        // Become root of the user namespace so files made during setup are owned by it.
+        ctx("setresgid(0)", nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)))?;
+        ctx("setresuid(0)", nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)))?;
+    }
+    if plan.new_cgroupns {
+        ctx("unshare cgroup namespace", nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP))?;
+    }
+    // Every init is a session leader, as with runc.
+    let _ = nix::unistd::setsid();
+    if !args.no_new_keyring {
+        if let Err(e) = sys::join_session_keyring(args.id) {
+            // Keyrings may be unavailable (ENOSYS) or refused by policy; not fatal, as in runc.
+            tracing::debug!(error = %e, "no new session keyring");
+        }
+    }
+    let spec = args.spec;
+    let process = spec.process().as_ref().expect("validated: process exists");
+    if !plan.mountns {
+        return Err(Fail("lodge-runc requires a mount namespace (add {\"type\": \"mount\"} to linux.namespaces)".into(), 0));
+    }
+    let rctx = RootfsContext {
+        spec,
+        rootfs: args.rootfs,
+        bundle: args.bundle,
+        userns: plan.userns,
+        cgroupns: plan.new_cgroupns,
+        netns: plan.netns,
+        cgroup_layout: args.cgroup_layout,
+        cgroup_paths: args.cgroup_paths,
+    };
+    rootfs::prepare_root(&rctx).map_err(rootfs_err)?;
+    rootfs::mount_all(&rctx).map_err(rootfs_err)?;
+    rootfs::setup_dev(&rctx).map_err(rootfs_err)?;
+    let cwd = rootfs::secure_join(args.rootfs, process.cwd()).map_err(|e| Fail::from(("cwd", e)))?;
+    rootfs::mkdir_all(&cwd).map_err(rootfs_err)?;
+    if args.hook_point {
+        ctx("sync", chan.send(&Message::HookPoint))?;
+        ctx("createRuntime hooks", chan.expect(Message::HooksDone))?;
+    }
+    if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.create_container().clone()) {
+        let state = crate::ops::hook_state(args.id, crate::state::Status::Created, nix::unistd::getpid().as_raw(), args.bundle, spec);
+        crate::hooks::run_all("createContainer", &hooks, &state).map_err(|e| Fail(e.to_string(), 0))?;
+    }
+    rootfs::enter_root(args.rootfs, args.no_pivot).map_err(rootfs_err)?;
+
+    let linux = spec.linux().as_ref().expect("validated: linux exists");
+    if process.terminal() == Some(true) {
+        let sock = args
+            .console_socket
+            .ok_or_else(|| Fail("process.terminal is true but no --console-socket was given".into(), 0))?;
+        setup_console(sock, process)?;
+    }
+    for (key, value) in linux.sysctl().iter().flatten() {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        ctx(&format!("sysctl {key}"), std::fs::write(&path, value))?;
+    }
+    rootfs::mask_paths(linux.masked_paths().as_deref().unwrap_or_default()).map_err(rootfs_err)?;
+    rootfs::readonly_paths(linux.readonly_paths().as_deref().unwrap_or_default(), plan.userns).map_err(rootfs_err)?;
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        rootfs::readonly_root(plan.userns).map_err(rootfs_err)?;
+    }
+    if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
+        ctx("sethostname", nix::unistd::sethostname(h))?;
+    }
+    if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
+        let c = CString::new(d.as_str()).unwrap_or_default();
+        // SAFETY: setdomainname with a valid buffer.
+        if unsafe { libc::setdomainname(c.as_ptr(), d.len()) } != 0 {
+            return Err(Fail::from(("setdomainname", std::io::Error::last_os_error())));
+        }
+    }
+
+    set_rlimits(process)?;
+    let caps = CapSets::from_spec(process.capabilities().as_ref());
+    ctx("dropping bounding capabilities", caps.apply_bounding())?;
+    switch_user(process)?;
+    ctx("setting capabilities", caps.apply_process())?;
+    if process.no_new_privileges() == Some(true) {
+        // SAFETY: plain prctl.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(Fail::from(("no_new_privs", std::io::Error::last_os_error())));
+        }
+    }
+    ctx(&format!("chdir {}", process.cwd().display()), nix::unistd::chdir(process.cwd()))?;
+    let env = environment(process);
+    let argv: Vec<CString> = process
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| CString::new(a.as_str()).unwrap_or_default())
+        .collect();
+    let exe = find_executable(&process.args().as_ref().expect("validated")[0], &env)?;
+    let envp: Vec<CString> = env.iter().map(|e| CString::new(e.as_str()).unwrap_or_default()).collect();
+    // SAFETY: umask never fails.
+    unsafe { libc::umask(process.user().umask().unwrap_or(0o022) as libc::mode_t) };
+
+    ctx("sync", chan.send(&Message::Ready))?;
+    // Block until `start` connects to the exec socket.
+    let conn = loop {
+        // SAFETY: accept on the inherited listening socket.
+        let fd = unsafe { libc::accept4(args.exec_listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        if fd >= 0 {
+            // SAFETY: a fresh fd from accept.
+            break unsafe { OwnedFd::from_raw_fd(fd) };
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            // Nobody is left to report to: exit quietly.
+            unsafe { libc::_exit(1) }
+        }
+    };
+    // SAFETY: the listener is not needed any more.
+    unsafe { libc::close(args.exec_listener) };
+    let mut conn = std::fs::File::from(conn);
+    let mut byte = [0u8; 1];
+    let _ = conn.read(&mut byte);
+    let report = |conn: &mut std::fs::File, msg: String| -> ! {
+        let _ = conn.write_all(msg.as_bytes());
+        unsafe { libc::_exit(127) }
+    };
+    if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.start_container().clone()) {
+        let state = crate::ops::hook_state(args.id, crate::state::Status::Running, nix::unistd::getpid().as_raw(), args.bundle, spec);
+        if let Err(e) = crate::hooks::run_all("startContainer", &hooks, &state) {
+            report(&mut conn, e.to_string());
+        }
+    }
+    reset_signals();
+    if let Err(e) = sys::cloexec_from(3 + args.preserve_fds) {
+        report(&mut conn, format!("closing file descriptors: {e}"));
+    }
+    let argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    // SAFETY: NULL-terminated argv/envp that outlive the call.
+    unsafe { libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+    let e = std::io::Error::last_os_error();
+    report(&mut conn, format!("exec {:?}: {e}", exe))
+}
+
+/// Opens a pty in the container's devpts, hands the master to the console socket (as runc
+/// does, SCM_RIGHTS), binds the slave to /dev/console and makes it the controlling terminal.
+fn setup_console(sock: RawFd, process: &Process) -> Result<(), Fail> {
+    let master = ctx(
+        "open /dev/ptmx",
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags_noctty()
+            .open("/dev/ptmx"),
+    )?;
+    let m = master.as_raw_fd();
+    let unlock: libc::c_int = 0;
+    let mut n: libc::c_uint = 0;
+    // SAFETY: pty ioctls on our master fd with valid pointers.
+    unsafe {
+        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0 || libc::ioctl(m, libc::TIOCGPTN, &mut n) != 0 {
+            return Err(Fail::from(("unlocking pty", std::io::Error::last_os_error())));
+        }
+    }
+    if let Some(size) = process.console_size() {
+        let ws = libc::winsize {
+            ws_row: size.height() as u16,
+            ws_col: size.width() as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: valid winsize pointer.
+        unsafe { libc::ioctl(m, libc::TIOCSWINSZ, &ws) };
+    }
+    let slave_path = format!("/dev/pts/{n}");
+    let slave = ctx(
+        "open pty slave",
+        std::fs::OpenOptions::new().read(true).write(true).custom_flags_noctty().open(&slave_path),
+    )?;
+    ctx("sending pty master to --console-socket", sys::send_fds(sock, b"/dev/ptmx", &[m]))?;
+    drop(master);
+    // SAFETY: the console socket fd is ours to close now.
+    unsafe { libc::close(sock) };
+    let console = Path::new("/dev/console");
+    if !console.exists() {
+        ctx("create /dev/console", std::fs::File::create(console))?;
+    }
+    ctx(
+        "mount /dev/console",
+        nix::mount::mount(Some(slave_path.as_str()), console, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>),
+    )?;
+    let s = slave.as_raw_fd();
+    // SAFETY: make the slave our controlling terminal and stdio.
+    unsafe {
+        if libc::ioctl(s, libc::TIOCSCTTY, 0) != 0 {
+            return Err(Fail::from(("TIOCSCTTY", std::io::Error::last_os_error())));
+        }
+        for target in 0..3 {
+            if libc::dup2(s, target) < 0 {
+                return Err(Fail::from(("dup2 pty", std::io::Error::last_os_error())));
+            }
+        }
+    }
+    Ok(())
+}
+
+trait NoCtty {
+    fn custom_flags_noctty(&mut self) -> &mut Self;
+}
+
+impl NoCtty for std::fs::OpenOptions {
+    fn custom_flags_noctty(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(self, libc::O_NOCTTY | libc::O_CLOEXEC)
+    }
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
+    use PosixRlimitType::*;
+    match t {
+        RlimitCpu => libc::RLIMIT_CPU,
+        RlimitFsize => libc::RLIMIT_FSIZE,
+        RlimitData => libc::RLIMIT_DATA,
+        RlimitStack => libc::RLIMIT_STACK,
+        RlimitCore => libc::RLIMIT_CORE,
+        RlimitRss => libc::RLIMIT_RSS,
+        RlimitNproc => libc::RLIMIT_NPROC,
+        RlimitNofile => libc::RLIMIT_NOFILE,
+        RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        RlimitAs => libc::RLIMIT_AS,
+        RlimitLocks => libc::RLIMIT_LOCKS,
+        RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        RlimitNice => libc::RLIMIT_NICE,
+        RlimitRtprio => libc::RLIMIT_RTPRIO,
+        RlimitRttime => libc::RLIMIT_RTTIME,
+    }
+}
+
+fn set_rlimits(process: &Process) -> Result<(), Fail> {
+    for r in process.rlimits().iter().flatten() {
+        let lim = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
+        // SAFETY: setrlimit with a valid struct.
+        if unsafe { libc::setrlimit(rlimit_resource(r.typ()), &lim) } != 0 {
+            return Err(Fail::from((format!("setrlimit {}", r.typ()).as_str(), std::io::Error::last_os_error())));
+        }
+    }
+    Ok(())
+}
+
+fn switch_user(process: &Process) -> Result<(), Fail> {
+    let user = process.user();
+    // SAFETY: keep the permitted set across the uid change; capset trims it right after.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let groups: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+    if let Err(e) = nix::unistd::setgroups(&groups) {
+        // With setgroups denied (an unprivileged user namespace) only an empty list is fine.
+        if !(groups.is_empty() && e == nix::errno::Errno::EPERM) {
+            return Err(Fail::from(("setgroups", e)));
+        }
+    }
+    let gid = Gid::from_raw(user.gid());
+    let uid = Uid::from_raw(user.uid());
+    ctx(&format!("setresgid({})", user.gid()), nix::unistd::setresgid(gid, gid, gid))?;
+    ctx(&format!("setresuid({})", user.uid()), nix::unistd::setresuid(uid, uid, uid))?;
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    Ok(())
+}
+
+/// The process environment, with HOME filled in from the container's /etc/passwd like runc.
+fn environment(process: &Process) -> Vec<String> {
+    let mut env: Vec<String> = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let uid = process.user().uid().to_string();
+        let home = std::fs::read_to_string("/etc/passwd")
+            .ok()
+            .and_then(|p| {
+                p.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() >= 6 && f[2] == uid).then(|| f[5].to_string())
+                })
+            })
+            .unwrap_or_else(|| "/".into());
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+fn find_executable(arg0: &str, env: &[String]) -> Result<CString, Fail> {
+    let executable = |p: &Path| {
+        let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default();
+        // SAFETY: access with a valid C string.
+        p.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+    };
+    if arg0.contains('/') {
+        let p = Path::new(arg0);
+        if executable(p) {
+            return Ok(CString::new(arg0).unwrap_or_default());
+        }
+        return Err(Fail(format!("exec: {arg0:?}: no such executable file in the container"), libc::ENOENT));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(arg0);
+        if executable(&candidate) {
+            return Ok(CString::new(candidate.as_os_str().as_encoded_bytes()).unwrap_or_default());
+        }
+    }
+    Err(Fail(format!("exec: {arg0:?}: executable file not found in $PATH"), libc::ENOENT))
+}
+
+/// Rust ignores SIGPIPE and the caller may have blocked signals; the container starts clean.
+fn reset_signals() {
+    // SAFETY: resetting dispositions and the mask of our own process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}

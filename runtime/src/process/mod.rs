@@ -1,0 +1,263 @@
+//! Creating the container's init process.
+//!
+//! The plan is computed up front (as crun does) so the common case is a single clone3 that
+//! creates every namespace at once. Joining namespaces by path needs the general path: fork,
+//! setns (user namespace first), unshare the rest, and fork once more when the pid (or time)
+//! namespace only applies to children.
+
+pub mod caps;
+pub mod channel;
+pub mod init;
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use thiserror::Error;
+
+use crate::cgroups::{Cgroup, CgroupError, Layout};
+use crate::sys::{self, Forked};
+use channel::{Channel, Message};
+
+#[derive(Debug, Error)]
+pub enum ProcessError {
+    #[error("namespace {kind} at {path}: {source}")]
+    NamespacePath {
+        kind: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("clone: {0}")]
+    Clone(std::io::Error),
+    #[error("talking to container init: {0}")]
+    Sync(std::io::Error),
+    #[error("writing ID maps of pid {pid}: {source}")]
+    Maps { pid: i32, source: std::io::Error },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("{msg}")]
+    Init { msg: String, errno: i32 },
+    #[error("container init exited before it was ready")]
+    InitDied,
+    #[error("{0}")]
+    Hook(String),
+    #[error("writing oom_score_adj: {0}")]
+    OomScoreAdj(std::io::Error),
+}
+
+/// Which namespaces to create, join or skip, decided before any process is made.
+pub struct Plan {
+    /// Namespaces the first clone creates directly (the fast path).
+    pub clone_flags: CloneFlags,
+    /// Namespaces to join by path, user namespace first.
+    pub joins: Vec<(CloneFlags, OwnedFd)>,
+    /// Namespaces to unshare after joining (the general path).
+    pub unshare_flags: CloneFlags,
+    /// A second fork is needed so init lands in the pid/time namespace.
+    pub need_fork: bool,
+    pub new_userns: bool,
+    pub userns: bool,
+    pub new_cgroupns: bool,
+    pub mountns: bool,
+    pub netns: bool,
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+    }
+}
+
+impl Plan {
+    pub fn new(spec: &Spec) -> Result<Plan, ProcessError> {
+        let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+        let mut joins = vec![];
+        let mut new = CloneFlags::empty();
+        for ns in &namespaces {
+            let flag = ns_flag(ns.typ());
+            match ns.path() {
+                Some(p) if !p.as_os_str().is_empty() => {
+                    let kind = ns.typ().to_string();
+                    let fd = open_namespace(p, flag).map_err(|source| ProcessError::NamespacePath {
+                        kind,
+                        path: p.clone(),
+                        source,
+                    })?;
+                    joins.push((flag, fd));
+                }
+                _ => new |= flag,
+            }
+        }
+        joins.sort_by_key(|(f, _)| !f.contains(CloneFlags::CLONE_NEWUSER));
+        let has = |f: CloneFlags| namespaces.iter().any(|n| ns_flag(n.typ()) == f);
+        let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+        // A cgroup namespace is always unshared by init itself, once it sits in its cgroups:
+        // its root is the cgroup of the process that creates it.
+        let new_cgroupns = new.contains(CloneFlags::CLONE_NEWCGROUP);
+        new -= CloneFlags::CLONE_NEWCGROUP;
+        let (clone_flags, unshare_flags, need_fork) = if joins.is_empty() {
+            (new, CloneFlags::empty(), false)
+        } else {
+            let pid_joined = joins.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWPID);
+            let fork = pid_joined || new.intersects(CloneFlags::CLONE_NEWPID | time);
+            (CloneFlags::empty(), new, fork)
+        };
+        Ok(Plan {
+            clone_flags,
+            joins,
+            unshare_flags,
+            need_fork,
+            new_userns: new.contains(CloneFlags::CLONE_NEWUSER),
+            userns: has(CloneFlags::CLONE_NEWUSER),
+            new_cgroupns,
+            mountns: has(CloneFlags::CLONE_NEWNS),
+            netns: has(CloneFlags::CLONE_NEWNET),
+        })
+    }
+}
+
+/// Opens a namespace file and checks it is a namespace of the expected kind.
+fn open_namespace(path: &Path, flag: CloneFlags) -> std::io::Result<OwnedFd> {
+    let f = File::open(path)?;
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: ioctl query on our fd.
+    let t = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_NSTYPE) };
+    if t < 0 {
+        return Err(std::io::Error::other("not a namespace file"));
+    }
+    if t != flag.bits() {
+        return Err(std::io::Error::other("a namespace of another kind"));
+    }
+    Ok(f.into())
+}
+
+/// Everything init needs; it is a fork of lodge-runc, so it simply inherits this.
+pub struct InitArgs<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub plan: &'a Plan,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub console_socket: Option<RawFd>,
+    pub exec_listener: RawFd,
+    pub preserve_fds: i32,
+    pub cgroup_layout: &'a Layout,
+    pub cgroup_paths: &'a [PathBuf],
+    /// Whether init must stop for createRuntime/prestart hooks.
+    pub hook_point: bool,
+}
+
+pub struct Spawned {
+    pub init_pid: i32,
+    /// The direct child, when it is not init itself (general path); reap it.
+    pub intermediate: Option<i32>,
+}
+
+/// Clones init and drives it until it reports ready (or fails). `on_hook_point` runs the
+/// runtime-side hooks with init's pid. On error every process made here is killed.
+pub fn spawn(
+    args: &InitArgs,
+    cgroup: &Cgroup,
+    on_hook_point: &mut dyn FnMut(i32) -> Result<(), String>,
+) -> Result<Spawned, ProcessError> {
+    let (parent_end, child_end) = Channel::pair().map_err(ProcessError::Sync)?;
+    let child = match sys::fork_with_flags(args.plan.clone_flags.bits() as u64).map_err(ProcessError::Clone)? {
+        Forked::Child => {
+            drop(parent_end);
+            init::run(args, child_end)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child_end);
+    let mut spawned = Spawned {
+        init_pid: if args.plan.need_fork { 0 } else { child },
+        intermediate: args.plan.need_fork.then_some(child),
+    };
+    let result = drive(args, cgroup, &parent_end, child, &mut spawned, on_hook_point);
+    if result.is_err() {
+        for pid in [spawned.init_pid, child] {
+            if pid > 0 {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            }
+        }
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+    }
+    result.map(|()| spawned)
+}
+
+fn drive(
+    args: &InitArgs,
+    cgroup: &Cgroup,
+    chan: &Channel,
+    child: i32,
+    spawned: &mut Spawned,
+    on_hook_point: &mut dyn FnMut(i32) -> Result<(), String>,
+) -> Result<(), ProcessError> {
+    cgroup.add_pid(child)?;
+    if let Some(adj) = args.spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        std::fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string()).map_err(ProcessError::OomScoreAdj)?;
+    }
+    if args.plan.clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
+        write_id_maps(args.spec, child)?;
+    }
+    chan.send(&Message::Go).map_err(ProcessError::Sync)?;
+    loop {
+        match chan.recv().map_err(ProcessError::Sync)? {
+            Some(Message::MapRequest) => {
+                write_id_maps(args.spec, child)?;
+                chan.send(&Message::MapsDone).map_err(ProcessError::Sync)?;
+            }
+            Some(Message::InitPid { pid }) => {
+                spawned.init_pid = pid;
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+                spawned.intermediate = None;
+            }
+            Some(Message::HookPoint) => {
+                let reply = match on_hook_point(spawned.init_pid) {
+                    Ok(()) => Message::HooksDone,
+                    Err(msg) => {
+                        let _ = chan.send(&Message::Error { msg: msg.clone(), errno: 0 });
+                        return Err(ProcessError::Hook(msg));
+                    }
+                };
+                chan.send(&reply).map_err(ProcessError::Sync)?;
+            }
+            Some(Message::Ready) => return Ok(()),
+            Some(Message::Error { msg, errno }) => return Err(ProcessError::Init { msg, errno }),
+            Some(other) => {
+                return Err(ProcessError::Sync(std::io::Error::other(format!("unexpected {other:?}"))))
+            }
+            None => return Err(ProcessError::InitDied),
+        }
+    }
+}
+
+fn write_id_maps(spec: &Spec, pid: i32) -> Result<(), ProcessError> {
+    let linux = spec.linux().as_ref();
+    let fmt = |maps: Option<&Vec<LinuxIdMapping>>| {
+        maps.into_iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
+    let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
+    let err = |source| ProcessError::Maps { pid, source };
+    if !nix::unistd::geteuid().is_root() {
+        // Unprivileged writers may only map themselves, and only with setgroups denied.
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny").map_err(err)?;
+    }
+    std::fs::write(format!("/proc/{pid}/uid_map"), uid).map_err(err)?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), gid).map_err(err)
+}
