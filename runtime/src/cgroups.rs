@@ -432,6 +432,8 @@ impl Cgroup {
         if rules.is_empty() {
             return Ok(());
         }
+        let rules = with_default_devices(rules);
+        let rules = &rules[..];
         if let Some(h) = self.layout.v1("devices") {
             let idx = self.layout.hierarchies.iter().position(|o| std::ptr::eq(o, h)).expect("own hierarchy");
             let dir = &self.paths[idx];
@@ -521,6 +523,29 @@ fn inherit_cpuset(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The spec's rules followed by what every container needs, as runc adds them: mknod of any
+/// node (using one still needs an allow rule), the default devices, ptys and tun.
+fn with_default_devices(rules: &[LinuxDeviceCgroup]) -> Vec<LinuxDeviceCgroup> {
+    use oci_spec::runtime::LinuxDeviceType::{B, C};
+    let rule = |typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true);
+        r.set_typ(Some(typ));
+        r.set_major(major);
+        r.set_minor(minor);
+        r.set_access(Some(access.to_string()));
+        r
+    };
+    let mut out = rules.to_vec();
+    out.push(rule(C, None, None, "m"));
+    out.push(rule(B, None, None, "m"));
+    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (10, 200)] {
+        out.push(rule(C, Some(major), Some(minor), "rwm"));
+    }
+    out.push(rule(C, Some(136), None, "rwm"));
+    out
 }
 
 fn device_rule(rule: &LinuxDeviceCgroup) -> String {

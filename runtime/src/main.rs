@@ -35,9 +35,6 @@ struct Cli {
     /// Accepted for runc compatibility; unused
     #[arg(long, global = true, hide = true)]
     criu: Option<String>,
-    /// Accepted for runc compatibility (true, false, auto); unused
-    #[arg(long, global = true, hide = true)]
-    rootless: Option<String>,
     /// Print the version
     #[arg(short = 'v', long)]
     version: bool,
@@ -164,10 +161,25 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            log.fatal(&format!("{e:#}"));
+            log.fatal(&chain(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, skipping a cause whose text the message before already holds.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn dispatch(cli: Cli) -> Result<u8> {

@@ -149,6 +149,10 @@ impl StateDir {
         })
     }
 
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.dir.as_raw_fd()
+    }
+
     /// A path to the state dir that stays short whatever `--root` is (sockets must fit in 108 bytes).
     pub fn short_path(&self, name: &str) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}/{name}", self.dir.as_raw_fd()))

@@ -104,6 +104,7 @@ fn create_in(
         no_new_keyring: opts.no_new_keyring,
         console_socket: console.as_ref().map(|c| c.as_raw_fd()),
         exec_listener: listener.as_raw_fd(),
+        state_dir_fd: dir.raw_fd(),
         preserve_fds: opts.preserve_fds,
         cgroup_layout: &layout,
         cgroup_paths: &cg.paths,

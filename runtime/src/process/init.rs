@@ -57,6 +57,8 @@ enum Never {}
 
 fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     let plan = args.plan;
+    // SAFETY: closing our copy of the state dir fd releases the parent's flock for later commands.
+    unsafe { libc::close(args.state_dir_fd) };
     ctx("waiting for the runtime", chan.expect(Message::Go))?;
     for (flag, fd) in &plan.joins {
         ctx("setns", nix::sched::setns(fd, *flag))?;

@@ -151,6 +151,8 @@ pub struct InitArgs<'a> {
     pub no_new_keyring: bool,
     pub console_socket: Option<RawFd>,
     pub exec_listener: RawFd,
+    /// The locked state directory: init must not keep the lock alive.
+    pub state_dir_fd: RawFd,
     pub preserve_fds: i32,
     pub cgroup_layout: &'a Layout,
     pub cgroup_paths: &'a [PathBuf],
