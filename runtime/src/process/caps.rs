@@ -102,9 +102,23 @@ impl CapSets {
         const VERSION_3: u32 = 0x2008_0522;
         let hdr = Header { version: VERSION_3, pid: 0 };
         let split = |m: u64| (m as u32, (m >> 32) as u32);
-        let (e0, e1) = split(self.effective);
-        let (p0, p1) = split(self.permitted | self.effective | self.ambient);
-        let (i0, i1) = split(self.inheritable | self.ambient);
+        // The kernel's rules: effective within permitted, inheritable within the bounding set,
+        // ambient within permitted and inheritable. What falls outside is left out, not fatal.
+        let effective = self.effective & self.permitted;
+        let inheritable = self.inheritable & self.bounding;
+        let ambient = self.ambient & self.permitted & inheritable;
+        for (name, want, got) in [
+            ("effective", self.effective, effective),
+            ("inheritable", self.inheritable, inheritable),
+            ("ambient", self.ambient, ambient),
+        ] {
+            if want != got {
+                tracing::warn!(set = name, dropped = format!("{:#x}", want & !got), "capabilities outside what the kernel allows were left out");
+            }
+        }
+        let (e0, e1) = split(effective);
+        let (p0, p1) = split(self.permitted);
+        let (i0, i1) = split(inheritable);
         let data = [
             Data { effective: e0, permitted: p0, inheritable: i0 },
             Data { effective: e1, permitted: p1, inheritable: i1 },
@@ -114,7 +128,7 @@ impl CapSets {
             return Err(io::Error::last_os_error());
         }
         for cap in 0..=last_cap() {
-            if self.ambient & (1 << cap) != 0 {
+            if ambient & (1 << cap) != 0 {
                 // SAFETY: plain prctl.
                 let r = unsafe {
                     libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong, 0, 0)
