@@ -86,7 +86,11 @@ impl Plan {
             let flag = ns_flag(ns.typ());
             match ns.path() {
                 Some(p) if !p.as_os_str().is_empty() => {
-                    let kind = ns.typ().to_string();
+                    // The spec's own name ("network"), not the kernel's ("net").
+                    let kind = serde_json::to_value(ns.typ())
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_else(|| ns.typ().to_string());
                     let fd = open_namespace(p, flag).map_err(|source| ProcessError::NamespacePath {
                         kind,
                         path: p.clone(),

@@ -1,0 +1,102 @@
+//! Cgroup placement and limits on whatever layout the host has (v1, v2 or hybrid).
+
+use lodge_tests::{cgroup_dirs, controller_dir, unique_id, Bundle, Runtime};
+use serde_json::json;
+
+fn read(p: &std::path::Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
+}
+
+#[test]
+fn placed_in_cgroups_path_with_limits() {
+    let rt = Runtime::new();
+    let id = unique_id("cg");
+    let path = format!("/lodge-test/{id}");
+    let mut bundle = Bundle::new(&["sleep", "1000"]);
+    bundle.edit(|c| {
+        c["linux"]["cgroupsPath"] = path.clone().into();
+        c["linux"]["resources"]["memory"] = json!({"limit": 67108864});
+        c["linux"]["resources"]["pids"] = json!({"limit": 42});
+        c["linux"]["resources"]["cpu"] = json!({"quota": 50000, "period": 100000, "shares": 512});
+    });
+    rt.ok(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+
+    // The process is in the path in every hierarchy the host has.
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in own.lines() {
+        assert!(line.ends_with(&path), "{line} (all: {own})");
+    }
+    for dir in cgroup_dirs(&path) {
+        assert!(read(&dir.join("cgroup.procs")).lines().any(|p| p == pid.to_string()), "{}", dir.display());
+    }
+
+    let (mem, v2) = controller_dir("memory", &path);
+    assert_eq!(read(&mem.join(if v2 { "memory.max" } else { "memory.limit_in_bytes" })), "67108864");
+    let (pids, _) = controller_dir("pids", &path);
+    assert_eq!(read(&pids.join("pids.max")), "42");
+    let (cpu, v2) = controller_dir("cpu", &path);
+    if v2 {
+        assert_eq!(read(&cpu.join("cpu.max")), "50000 100000");
+    } else {
+        assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
+        assert_eq!(read(&cpu.join("cpu.shares")), "512");
+    }
+
+    rt.ok(&["delete", "--force", &id]);
+    for dir in cgroup_dirs(&path) {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    rt.assert_no_residue(&id, &bundle);
+    for dir in cgroup_dirs("/lodge-test") {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+#[test]
+fn memory_limit_is_enforced() {
+    let rt = Runtime::new();
+    let id = unique_id("oom");
+    let mut bundle = Bundle::new(&["sh", "-c", "dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null && echo survived"]);
+    bundle.edit(|c| c["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432}));
+    let (code, out, _) = rt.run_container(&id, &bundle);
+    assert!(code != 0 || !out.contains("survived"), "a 100 MB buffer in a 32 MiB container: {code} {out}");
+    rt.assert_no_residue(&id, &bundle);
+}
+
+#[test]
+fn container_sees_its_own_cgroup_as_root() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sh", "-c", "cat /proc/self/cgroup; ls /sys/fs/cgroup"]);
+    let id = unique_id("cgns");
+    let (code, out, err) = rt.run_container(&id, &bundle);
+    assert_eq!(code, 0, "{err}");
+    for line in out.lines().filter(|l| l.contains(':')) {
+        assert!(line.ends_with(":/"), "cgroup namespace root: {line}");
+    }
+    assert!(out.contains("memory") || out.contains("cgroup.controllers"), "{out}");
+    rt.assert_no_residue(&id, &bundle);
+}
+
+#[test]
+fn systemd_cgroup_falls_back_to_cgroupfs_with_a_warning() {
+    let rt = Runtime::new();
+    let id = unique_id("sd");
+    let mut bundle = Bundle::new(&["sleep", "1000"]);
+    bundle.edit(|c| c["linux"]["cgroupsPath"] = format!("lodgetest.slice:lodge:{id}").into());
+    let out = rt.run(&["--systemd-cgroup", "run", "-d", "--bundle", bundle.path(), &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("systemd cgroup driver"), "a warning says so: {err}");
+    let expected = format!("/lodgetest.slice/lodge-{id}.scope");
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(own.lines().all(|l| l.ends_with(&expected)), "{own}");
+    rt.ok(&["--systemd-cgroup", "delete", "--force", &id]);
+    for dir in cgroup_dirs(&expected) {
+        assert!(!dir.exists());
+    }
+    for dir in cgroup_dirs("/lodgetest.slice") {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
