@@ -1,0 +1,146 @@
+//! Docker as a real client: a private dockerd (its own sockets, data root and config file, so
+//! an existing daemon and /etc/docker/daemon.json are never touched) with lodge-runc as an
+//! extra runtime, and an image imported from the busybox rootfs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lodge_tests::{busybox_template, mounts_under, runtime_bin, unique_id, WORK};
+
+struct Dockerd {
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = Path::new(WORK).join(unique_id("docker"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = serde_json::json!({
+            "runtimes": {"lodge-runc": {"path": runtime_bin()}},
+            "storage-driver": "overlay2"
+        });
+        std::fs::write(dir.join("daemon.json"), config.to_string()).unwrap();
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .args(["--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd from Debian's docker.io");
+        let d = Dockerd { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !d.docker(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "dockerd did not start: {}", d.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        // Debian's client matches Debian's daemon.
+        let client = if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" };
+        Command::new(client)
+            .arg("--host")
+            .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}\n{}\n--- dockerd log tail ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn import_busybox(&self, tag: &str) {
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(busybox_template())
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let client = if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" };
+        let st = Command::new(client)
+            .arg("--host")
+            .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
+            .args(["import", "-", tag])
+            .stdin(tar.stdout.unwrap())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "docker import");
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut mounts = mounts_under(&self.dir);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in &mounts {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+        if mounts_under(&self.dir).is_empty() {
+            let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(&self.dir).status();
+        }
+    }
+}
+
+#[test]
+fn docker_runs_containers_with_lodge_runc() {
+    let d = Dockerd::start();
+    assert!(d.ok(&["info", "--format", "{{json .Runtimes}}"]).contains("lodge-runc"));
+    d.import_busybox("lodge-test/busybox:latest");
+
+    let out = d.ok(&["run", "--rm", "--network", "none", "--runtime=lodge-runc", "lodge-test/busybox", "echo", "hi"]);
+    assert_eq!(out, "hi\n");
+
+    // Docker's own config: its seccomp-less default caps, masked paths, /etc/hosts binds.
+    let out = d.ok(&["run", "--rm", "--network", "none", "--runtime=lodge-runc", "lodge-test/busybox", "sh", "-c", "cat /proc/1/cgroup | head -1; hostname; id -u"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+
+    let name = unique_id("dk");
+    let id = d.ok(&["run", "-d", "--network", "none", "--runtime=lodge-runc", "--name", &name, "lodge-test/busybox", "sleep", "1000"]);
+    let id = id.trim();
+    let state = d.ok(&["inspect", "--format", "{{.State.Status}} {{.State.Pid}}", id]);
+    assert!(state.starts_with("running "), "{state}");
+    let started = Instant::now();
+    d.ok(&["stop", "--time", "2", &name]);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(d.ok(&["inspect", "--format", "{{.State.Status}}", id]).starts_with("exited"));
+    d.ok(&["rm", &name]);
+    // lodge-runc's state for the container is gone.
+    let root = d.dir.join("exec/runtime-lodge-runc/moby");
+    assert!(!root.join(id).exists(), "state of {id} left behind");
+}
