@@ -103,13 +103,15 @@ impl CapSets {
         let hdr = Header { version: VERSION_3, pid: 0 };
         let split = |m: u64| (m as u32, (m >> 32) as u32);
         // The kernel's rules: effective within permitted, inheritable within the bounding set,
-        // ambient within permitted and inheritable. What falls outside is left out, not fatal.
+        // ambient within permitted and inheritable. Ambient capabilities are raised into the
+        // inheritable set (runc's default spec lists them only as ambient); the rest that falls
+        // outside is left out with a warning, not fatal.
         let effective = self.effective & self.permitted;
-        let inheritable = self.inheritable & self.bounding;
+        let inheritable = (self.inheritable | (self.ambient & self.permitted)) & self.bounding;
         let ambient = self.ambient & self.permitted & inheritable;
         for (name, want, got) in [
             ("effective", self.effective, effective),
-            ("inheritable", self.inheritable, inheritable),
+            ("inheritable", self.inheritable, inheritable & self.inheritable),
             ("ambient", self.ambient, ambient),
         ] {
             if want != got {
