@@ -25,7 +25,10 @@ fn main() {
     while i < args.len() {
         match args[i].as_str() {
             "--iterations" => {
-                iterations = args.get(i + 1).and_then(|s| s.parse().ok()).expect("--iterations N");
+                iterations = args
+                    .get(i + 1)
+                    .and_then(|s| s.parse().ok())
+                    .expect("--iterations N");
                 i += 1;
             }
             "--lodge-runc" => {
@@ -78,14 +81,19 @@ fn main() {
         for (k, (name, _)) in runtimes.iter().enumerate() {
             match (&broken[k], med[k]) {
                 (Some(e), _) => println!("  {name:<11} failed: {e}"),
-                (None, Some(m)) => println!("  {name:<11} median {:>7.2} ms", m.as_secs_f64() * 1e3),
+                (None, Some(m)) => {
+                    println!("  {name:<11} median {:>7.2} ms", m.as_secs_f64() * 1e3)
+                }
                 (None, None) => println!("  {name:<11} no samples"),
             }
         }
         if let Some(ours) = med[0] {
             for (k, (name, _)) in runtimes.iter().enumerate().skip(1) {
                 if let (None, Some(m)) = (&broken[k], med[k]) {
-                    println!("  ratio lodge-runc / {name}: {:.2}", ours.as_secs_f64() / m.as_secs_f64());
+                    println!(
+                        "  ratio lodge-runc / {name}: {:.2}",
+                        ours.as_secs_f64() / m.as_secs_f64()
+                    );
                 }
             }
         }
@@ -112,13 +120,21 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn reexec_in_private_cgroup_view(args: &[String]) {
-    let controllers = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").unwrap_or_default();
+    let controllers =
+        std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").unwrap_or_default();
     if std::env::var_os(NS_MARK).is_some() || controllers.trim().is_empty() {
         return;
     }
     println!("hybrid host with v2 controllers ({}): benchmarking in a private mount namespace without /sys/fs/cgroup/unified, for crun", controllers.trim());
     let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", "umount /sys/fs/cgroup/unified && exec \"$0\" \"$@\""])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "umount /sys/fs/cgroup/unified && exec \"$0\" \"$@\"",
+        ])
         .args(args)
         .env(NS_MARK, "1")
         .status()
@@ -133,14 +149,23 @@ fn make_bundle(dir: &Path, lodge: &Path, userns: bool) -> PathBuf {
     }
     std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static installed");
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/true")).unwrap();
-    let st = Command::new(lodge).arg("spec").arg("--bundle").arg(dir).status().unwrap();
+    let st = Command::new(lodge)
+        .arg("spec")
+        .arg("--bundle")
+        .arg(dir)
+        .status()
+        .unwrap();
     assert!(st.success());
-    let mut c: Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let mut c: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     c["ociVersion"] = "1.0.2".into();
     c["process"]["terminal"] = false.into();
     c["process"]["args"] = json!(["true"]);
     if userns {
-        c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
         let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         c["linux"]["uidMappings"] = map.clone();
         c["linux"]["gidMappings"] = map;
@@ -174,14 +199,33 @@ fn run(bin: &Path, root: &Path, args: &[&str]) -> Result<(), String> {
 fn cycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> Result<Duration, String> {
     let pid_file = bundle.join(format!("{id}.pid"));
     let t = Instant::now();
-    run(bin, root, &["create", "--bundle", bundle.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), id])?;
-    let pid: i32 = std::fs::read_to_string(&pid_file).map_err(|e| e.to_string())?.trim().parse().map_err(|_| "pid file")?;
+    run(
+        bin,
+        root,
+        &[
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            id,
+        ],
+    )?;
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .map_err(|e| e.to_string())?
+        .trim()
+        .parse()
+        .map_err(|_| "pid file")?;
     // SAFETY: pidfd_open returns a new fd we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
     run(bin, root, &["start", id])?;
     if let Some(pidfd) = &pidfd {
-        let mut p = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(pidfd), events: libc::POLLIN, revents: 0 };
+        let mut p = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(pidfd),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, 10_000) };
     }

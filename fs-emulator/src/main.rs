@@ -4,7 +4,8 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "lodge-fs the per-container /proc and /sys FUSE emulator and seccomp-notify agent
+const USAGE: &str =
+    "lodge-fs the per-container /proc and /sys FUSE emulator and seccomp-notify agent
 
 Usage: lodge-fs [--help | --version]
 

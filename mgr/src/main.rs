@@ -4,7 +4,8 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "lodge-mgr the manager daemon (ID ranges, container registry, host-backed volumes)
+const USAGE: &str =
+    "lodge-mgr the manager daemon (ID ranges, container registry, host-backed volumes)
 
 Usage: lodge-mgr [--help | --version]
 

@@ -56,10 +56,13 @@ pub struct Layout {
 
 impl Layout {
     pub fn detect() -> Result<Layout> {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|_| CgroupError::NoHierarchy)?;
+        let info = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|_| CgroupError::NoHierarchy)?;
         let mut layout = Layout::default();
         for line in info.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else { continue };
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
             let pre: Vec<&str> = pre.split(' ').collect();
             let post: Vec<&str> = post.split(' ').collect();
             if pre.len() < 5 || post.len() < 3 {
@@ -75,8 +78,20 @@ impl Layout {
                 },
                 "cgroup" => {
                     let known = [
-                        "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio",
-                        "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc",
+                        "cpu",
+                        "cpuacct",
+                        "cpuset",
+                        "memory",
+                        "devices",
+                        "freezer",
+                        "net_cls",
+                        "blkio",
+                        "perf_event",
+                        "net_prio",
+                        "hugetlb",
+                        "pids",
+                        "rdma",
+                        "misc",
                     ];
                     let controllers = post[2]
                         .split(',')
@@ -132,7 +147,10 @@ impl Layout {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// The process's own cgroup in `h`, from /proc/self/cgroup.
@@ -161,18 +179,31 @@ fn own_cgroup(h: &Hierarchy) -> String {
 pub fn systemd_to_fs_path(path: &str) -> Result<String> {
     let parts: Vec<&str> = path.split(':').collect();
     let [slice, prefix, name] = parts[..] else {
-        return Err(CgroupError::InvalidPath(path.into(), "expected slice:prefix:name"));
+        return Err(CgroupError::InvalidPath(
+            path.into(),
+            "expected slice:prefix:name",
+        ));
     };
-    let slice = if slice.is_empty() { "system.slice" } else { slice };
+    let slice = if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    };
     let Some(stem) = slice.strip_suffix(".slice") else {
-        return Err(CgroupError::InvalidPath(path.into(), "the slice must end in .slice"));
+        return Err(CgroupError::InvalidPath(
+            path.into(),
+            "the slice must end in .slice",
+        ));
     };
     let mut out = String::new();
     if stem != "-" {
         let mut acc = String::new();
         for (i, part) in stem.split('-').enumerate() {
             if part.is_empty() {
-                return Err(CgroupError::InvalidPath(path.into(), "empty component in slice name"));
+                return Err(CgroupError::InvalidPath(
+                    path.into(),
+                    "empty component in slice name",
+                ));
             }
             if i > 0 {
                 acc.push('-');
@@ -203,7 +234,10 @@ impl Cgroup {
     /// cgroup, as runc does) to one directory per hierarchy. Nothing is created yet.
     pub fn resolve(layout: &Layout, cgroups_path: &str) -> Result<Cgroup> {
         if cgroups_path.split('/').any(|c| c == "..") {
-            return Err(CgroupError::InvalidPath(cgroups_path.into(), "'..' is not allowed"));
+            return Err(CgroupError::InvalidPath(
+                cgroups_path.into(),
+                "'..' is not allowed",
+            ));
         }
         let paths = layout
             .hierarchies
@@ -216,7 +250,9 @@ impl Cgroup {
                 };
                 // Paths in /proc/self/cgroup are relative to the hierarchy's root; the mount may
                 // start lower (cgroup namespace, or a container's own view).
-                let rel = full.strip_prefix(h.root.trim_end_matches('/')).unwrap_or(&full);
+                let rel = full
+                    .strip_prefix(h.root.trim_end_matches('/'))
+                    .unwrap_or(&full);
                 h.mountpoint.join(rel.trim_start_matches('/'))
             })
             .collect();
@@ -266,10 +302,18 @@ impl Cgroup {
                 p = p.parent().unwrap_or(Path::new("/"));
             }
             for dir in missing.iter().rev() {
-                std::fs::create_dir(dir).or_else(|e| {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) }
-                })
-                .map_err(|source| CgroupError::Create { path: dir.clone(), source })?;
+                std::fs::create_dir(dir)
+                    .or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::AlreadyExists {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(|source| CgroupError::Create {
+                        path: dir.clone(),
+                        source,
+                    })?;
                 if h.controllers.iter().any(|c| c == "cpuset") {
                     inherit_cpuset(dir)?;
                 }
@@ -291,11 +335,17 @@ impl Cgroup {
         if wanted.is_empty() {
             return Ok(());
         }
-        let mut ancestors: Vec<&Path> = path.ancestors().skip(1).take_while(|a| a.starts_with(&h.mountpoint)).collect();
+        let mut ancestors: Vec<&Path> = path
+            .ancestors()
+            .skip(1)
+            .take_while(|a| a.starts_with(&h.mountpoint))
+            .collect();
         ancestors.reverse();
         for dir in ancestors {
-            let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
-            let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+            let available =
+                std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+            let enabled =
+                std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
             let add: Vec<String> = wanted
                 .iter()
                 .filter(|c| available.split_whitespace().any(|a| a == **c))
@@ -319,7 +369,11 @@ impl Cgroup {
         }
         if let Some(p) = r.pids() {
             if let Some(dir) = self.dir_for("pids") {
-                let v = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
+                let v = if p.limit() > 0 {
+                    p.limit().to_string()
+                } else {
+                    "max".into()
+                };
                 write(&dir.join("pids.max"), &v)?;
             }
         }
@@ -330,9 +384,21 @@ impl Cgroup {
     }
 
     fn apply_memory(&self, m: &oci_spec::runtime::LinuxMemory) -> Result<()> {
-        let Some(dir) = self.dir_for("memory") else { return Ok(()) };
+        let Some(dir) = self.dir_for("memory") else {
+            return Ok(());
+        };
         let v2 = self.layout.on_v2("memory");
-        let num = |v: i64| if v < 0 { if v2 { "max".to_string() } else { "-1".to_string() } } else { v.to_string() };
+        let num = |v: i64| {
+            if v < 0 {
+                if v2 {
+                    "max".to_string()
+                } else {
+                    "-1".to_string()
+                }
+            } else {
+                v.to_string()
+            }
+        };
         if v2 {
             if let Some(l) = m.limit() {
                 write(&dir.join("memory.max"), &num(l))?;
@@ -371,7 +437,10 @@ impl Cgroup {
                     if memsw_file.exists() {
                         write(&memsw_file, &num(s))?;
                     } else {
-                        tracing::warn!(swap = s, "swap accounting is off on this host: memory.swap ignored");
+                        tracing::warn!(
+                            swap = s,
+                            "swap accounting is off on this host: memory.swap ignored"
+                        );
                     }
                 }
             }
@@ -435,10 +504,19 @@ impl Cgroup {
         let rules = with_default_devices(rules);
         let rules = &rules[..];
         if let Some(h) = self.layout.v1("devices") {
-            let idx = self.layout.hierarchies.iter().position(|o| std::ptr::eq(o, h)).expect("own hierarchy");
+            let idx = self
+                .layout
+                .hierarchies
+                .iter()
+                .position(|o| std::ptr::eq(o, h))
+                .expect("own hierarchy");
             let dir = &self.paths[idx];
             for rule in rules {
-                let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
+                let file = if rule.allow() {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
                 write(&dir.join(file), &device_rule(rule))?;
             }
             return Ok(());
@@ -486,7 +564,12 @@ impl Cgroup {
                         tries += 1;
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
-                    Err(source) => return Err(CgroupError::Remove { path: path.clone(), source }),
+                    Err(source) => {
+                        return Err(CgroupError::Remove {
+                            path: path.clone(),
+                            source,
+                        })
+                    }
                 }
             }
         }
@@ -541,7 +624,16 @@ fn with_default_devices(rules: &[LinuxDeviceCgroup]) -> Vec<LinuxDeviceCgroup> {
     let mut out = rules.to_vec();
     out.push(rule(C, None, None, "m"));
     out.push(rule(B, None, None, "m"));
-    for (major, minor) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2), (10, 200)] {
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 2),
+        (10, 200),
+    ] {
         out.push(rule(C, Some(major), Some(minor), "rwm"));
     }
     out.push(rule(C, Some(136), None, "rwm"));
@@ -556,7 +648,10 @@ fn device_rule(rule: &LinuxDeviceCgroup) -> String {
         Some(LinuxDeviceType::P) => "p",
         Some(LinuxDeviceType::A) | None => "a",
     };
-    let num = |n: Option<i64>| n.filter(|n| *n >= 0).map_or("*".to_string(), |n| n.to_string());
+    let num = |n: Option<i64>| {
+        n.filter(|n| *n >= 0)
+            .map_or("*".to_string(), |n| n.to_string())
+    };
     let access = rule.access().clone().unwrap_or_else(|| "rwm".into());
     format!("{typ} {}:{} {access}", num(rule.major()), num(rule.minor()))
 }
@@ -584,12 +679,18 @@ mod tests {
 
     #[test]
     fn systemd_paths_expand_like_systemd() {
-        assert_eq!(systemd_to_fs_path("system.slice:docker:abc").unwrap(), "/system.slice/docker-abc.scope");
+        assert_eq!(
+            systemd_to_fs_path("system.slice:docker:abc").unwrap(),
+            "/system.slice/docker-abc.scope"
+        );
         assert_eq!(
             systemd_to_fs_path("a-b.slice:crio:x").unwrap(),
             "/a.slice/a-b.slice/crio-x.scope"
         );
-        assert_eq!(systemd_to_fs_path(":lodge:y").unwrap(), "/system.slice/lodge-y.scope");
+        assert_eq!(
+            systemd_to_fs_path(":lodge:y").unwrap(),
+            "/system.slice/lodge-y.scope"
+        );
         assert!(systemd_to_fs_path("/plain/path").is_err());
     }
 }

@@ -26,9 +26,16 @@ pub enum Error {
     #[error("{0}")]
     InvalidId(String),
     #[error("container {id} is {status}: {action}")]
-    WrongStatus { id: String, status: Status, action: &'static str },
+    WrongStatus {
+        id: String,
+        status: Status,
+        action: &'static str,
+    },
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("starting container process: {0}")]
     Exec(String),
 }

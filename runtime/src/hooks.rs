@@ -42,13 +42,19 @@ fn run(kind: &'static str, hook: &Hook, state_json: &[u8]) -> Result<(), HookErr
     if let Some(argv0) = args.first() {
         std::os::unix::process::CommandExt::arg0(&mut cmd, argv0);
     }
-    cmd.args(args.iter().skip(1)).env_clear().stdin(Stdio::piped());
+    cmd.args(args.iter().skip(1))
+        .env_clear()
+        .stdin(Stdio::piped());
     for kv in hook.env().iter().flatten() {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);
         }
     }
-    let mut child = cmd.spawn().map_err(|source| HookError::Spawn { kind, path: path.clone(), source })?;
+    let mut child = cmd.spawn().map_err(|source| HookError::Spawn {
+        kind,
+        path: path.clone(),
+        source,
+    })?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine.
         let _ = stdin.write_all(state_json);

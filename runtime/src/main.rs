@@ -185,7 +185,10 @@ fn chain(e: &anyhow::Error) -> String {
 fn dispatch(cli: Cli) -> Result<u8> {
     if cli.version {
         println!("lodge-runc version {}", env!("CARGO_PKG_VERSION"));
-        println!("commit: {}", option_env!("LODGE_COMMIT").unwrap_or("unknown"));
+        println!(
+            "commit: {}",
+            option_env!("LODGE_COMMIT").unwrap_or("unknown")
+        );
         println!("spec: {}", lodge_runtime::OCI_SPEC_VERSION);
         return Ok(0);
     }
@@ -224,7 +227,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 bail!("File {} exists. Remove it first", path.display());
             }
             let text = serde_json::to_string_pretty(&ops::spec_template(rootless))?;
-            std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         Command::Features => println!("{}", serde_json::to_string_pretty(&ops::features())?),
     }
@@ -284,7 +288,11 @@ fn list(g: &Globals, format: ListFormat, quiet: bool) -> Result<()> {
                 }
             }
             for r in std::iter::once(&header).chain(&rows) {
-                let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+                let line: Vec<String> = r
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
                 writeln!(out, "{}", line.join("   ").trim_end())?;
             }
         }

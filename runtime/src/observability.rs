@@ -48,14 +48,16 @@ impl Visit for Fields {
         if field.name() == "message" {
             let _ = write!(self.msg, "{value:?}");
         } else {
-            self.extra.push((field.name().to_string(), format!("{value:?}")));
+            self.extra
+                .push((field.name().to_string(), format!("{value:?}")));
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.msg.push_str(value);
         } else {
-            self.extra.push((field.name().to_string(), value.to_string()));
+            self.extra
+                .push((field.name().to_string(), value.to_string()));
         }
     }
 }
@@ -110,5 +112,7 @@ pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> Result<Logger
     };
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::set_global_default(subscriber).context("installing the logger")?;
-    Ok(Logger { to_file: log.is_some() })
+    Ok(Logger {
+        to_file: log.is_some(),
+    })
 }

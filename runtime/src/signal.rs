@@ -47,7 +47,11 @@ pub fn parse(s: &str) -> Result<i32, UnknownSignal> {
     let unknown = || UnknownSignal(s.to_string());
     let max = libc::SIGRTMAX();
     if let Ok(n) = s.parse::<i32>() {
-        return if (1..=max).contains(&n) { Ok(n) } else { Err(unknown()) };
+        return if (1..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(unknown())
+        };
     }
     let upper = s.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
@@ -55,7 +59,11 @@ pub fn parse(s: &str) -> Result<i32, UnknownSignal> {
         return Ok(n);
     }
     let rt = |base: i32, rest: &str, sign: i32| -> Option<i32> {
-        let off = if rest.is_empty() { 0 } else { rest.parse::<i32>().ok()? };
+        let off = if rest.is_empty() {
+            0
+        } else {
+            rest.parse::<i32>().ok()?
+        };
         let n = base + sign * off;
         (libc::SIGRTMIN()..=max).contains(&n).then_some(n)
     };

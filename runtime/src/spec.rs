@@ -50,15 +50,25 @@ pub struct LoadedSpec {
 
 /// Reads `<bundle>/config.json` and checks everything create needs before touching the host.
 pub fn load(bundle: &Path) -> Result<LoadedSpec, SpecError> {
-    let bundle = std::fs::canonicalize(bundle).map_err(|_| SpecError::NoBundle(bundle.to_path_buf()))?;
+    let bundle =
+        std::fs::canonicalize(bundle).map_err(|_| SpecError::NoBundle(bundle.to_path_buf()))?;
     if !bundle.is_dir() {
         return Err(SpecError::NoBundle(bundle));
     }
     let path = bundle.join("config.json");
-    let raw = std::fs::read(&path).map_err(|source| SpecError::Read { path: path.clone(), source })?;
-    let spec: Spec = serde_json::from_slice(&raw).map_err(|source| SpecError::Parse { path, source })?;
+    let raw = std::fs::read(&path).map_err(|source| SpecError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let spec: Spec =
+        serde_json::from_slice(&raw).map_err(|source| SpecError::Parse { path, source })?;
     let rootfs = validate(&spec, &bundle)?;
-    Ok(LoadedSpec { spec, bundle, rootfs, raw })
+    Ok(LoadedSpec {
+        spec,
+        bundle,
+        rootfs,
+        raw,
+    })
 }
 
 fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
@@ -72,14 +82,20 @@ fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
         return Err(SpecError::NoRootfs(rootfs));
     }
     let rootfs = std::fs::canonicalize(&rootfs).map_err(|_| SpecError::NoRootfs(rootfs))?;
-    let process = spec.process().as_ref().ok_or(SpecError::Missing("process"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or(SpecError::Missing("process"))?;
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(SpecError::NoArgs);
     }
     if !process.cwd().is_absolute() {
         return Err(SpecError::RelativeCwd(process.cwd().clone()));
     }
-    let linux = spec.linux().as_ref().ok_or(SpecError::Missing("linux section"))?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or(SpecError::Missing("linux section"))?;
     let namespaces = linux.namespaces().clone().unwrap_or_default();
     for (i, ns) in namespaces.iter().enumerate() {
         if namespaces[..i].iter().any(|o| o.typ() == ns.typ()) {
@@ -99,7 +115,9 @@ fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
     if !new_userns && has_maps > 0 {
         return Err(SpecError::MappingsWithoutUserns);
     }
-    let has_uts = namespaces.iter().any(|n| n.typ() == LinuxNamespaceType::Uts);
+    let has_uts = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Uts);
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has_uts {
         return Err(SpecError::HostnameWithoutUts);
     }

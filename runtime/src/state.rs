@@ -218,7 +218,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), StateErro
 impl ContainerState {
     /// The live status, derived from the init process and the exec socket rather than stored.
     pub fn status(&self, dir: &Path) -> Status {
-        if self.init_pid <= 0 || sys::process_start_time(self.init_pid) != Some(self.init_start_time) {
+        if self.init_pid <= 0
+            || sys::process_start_time(self.init_pid) != Some(self.init_start_time)
+        {
             return Status::Stopped;
         }
         if !self.started && dir.join(EXEC_SOCKET).exists() {
@@ -241,7 +243,11 @@ impl ContainerState {
         StateView {
             oci_version: crate::OCI_SPEC_VERSION,
             id: self.id.clone(),
-            pid: if status == Status::Stopped { 0 } else { self.init_pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.init_pid
+            },
             status,
             bundle: self.bundle.clone(),
             rootfs: self.rootfs.clone(),

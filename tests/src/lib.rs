@@ -34,7 +34,11 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// An id unique within this machine's test runs: `prefix-PID-N`.
 pub fn unique_id(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A rootfs holding busybox-static and its applets, built once and copied into each bundle.
@@ -81,11 +85,26 @@ impl Bundle {
     pub fn new(args: &[&str]) -> Bundle {
         let dir = Path::new(WORK).join("bundles").join(unique_id("b"));
         fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("cp").arg("-a").arg(busybox_template()).arg(dir.join("rootfs")).status().unwrap();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(busybox_template())
+            .arg(dir.join("rootfs"))
+            .status()
+            .unwrap();
         assert!(st.success(), "copying the busybox rootfs");
-        let out = Command::new(runtime_bin()).arg("spec").arg("--bundle").arg(&dir).output().unwrap();
-        assert!(out.status.success(), "lodge-runc spec: {}", String::from_utf8_lossy(&out.stderr));
-        let mut config: Value = serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
+        let out = Command::new(runtime_bin())
+            .arg("spec")
+            .arg("--bundle")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "lodge-runc spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut config: Value =
+            serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
         config["process"]["terminal"] = false.into();
         config["process"]["args"] = args.iter().map(|a| Value::from(*a)).collect();
         let mut b = Bundle { dir, config };
@@ -97,7 +116,12 @@ impl Bundle {
     pub fn from_spec_command(rootless: bool) -> Bundle {
         let dir = Path::new(WORK).join("bundles").join(unique_id("s"));
         fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("cp").arg("-a").arg(busybox_template()).arg(dir.join("rootfs")).status().unwrap();
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(busybox_template())
+            .arg(dir.join("rootfs"))
+            .status()
+            .unwrap();
         assert!(st.success());
         let mut cmd = Command::new(runtime_bin());
         cmd.arg("spec").current_dir(&dir);
@@ -105,7 +129,11 @@ impl Bundle {
             cmd.arg("--rootless");
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "lodge-runc spec: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "lodge-runc spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let config = serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
         Bundle { dir, config }
     }
@@ -117,7 +145,11 @@ impl Bundle {
     }
 
     pub fn save(&mut self) {
-        fs::write(self.dir.join("config.json"), serde_json::to_vec_pretty(&self.config).unwrap()).unwrap();
+        fs::write(
+            self.dir.join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
     }
 
     pub fn rootfs(&self) -> PathBuf {
@@ -127,7 +159,10 @@ impl Bundle {
     /// Adds a new user namespace mapping container 0..65536 to host `base`..
     pub fn with_userns(&mut self, base: u32) -> &mut Self {
         self.edit(|c| {
-            c["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"type": "user"}));
             let map = serde_json::json!([{"containerID": 0, "hostID": base, "size": 65536}]);
             c["linux"]["uidMappings"] = map.clone();
             c["linux"]["gidMappings"] = map;
@@ -148,7 +183,11 @@ impl Drop for Bundle {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
         if mounts_under(&self.dir).is_empty() {
-            let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(&self.dir).status();
+            let _ = Command::new("rm")
+                .arg("-rf")
+                .arg("--one-file-system")
+                .arg(&self.dir)
+                .status();
         }
     }
 }
@@ -183,7 +222,10 @@ impl Runtime {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(runtime_bin());
-        c.arg("--root").arg(&self.root).args(args).stdin(Stdio::null());
+        c.arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::null());
         c
     }
 
@@ -265,11 +307,18 @@ impl Runtime {
 
     /// Asserts `id` left nothing on the host: no state, no cgroup, no mount under the bundle.
     pub fn assert_no_residue(&self, id: &str, bundle: &Bundle) {
-        assert!(!self.root.join(id).exists(), "state dir of {id} left behind");
+        assert!(
+            !self.root.join(id).exists(),
+            "state dir of {id} left behind"
+        );
         for dir in cgroup_dirs(&format!("/lodge/{id}")) {
             assert!(!dir.exists(), "cgroup {} left behind", dir.display());
         }
-        assert_eq!(mounts_under(&bundle.dir), Vec::<String>::new(), "mounts left under the bundle");
+        assert_eq!(
+            mounts_under(&bundle.dir),
+            Vec::<String>::new(),
+            "mounts left under the bundle"
+        );
     }
 }
 
@@ -287,19 +336,28 @@ impl Drop for Runtime {
 
 /// One host directory per mounted cgroup hierarchy for an absolute cgroup path.
 pub fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
-    hierarchies().into_iter().map(|(mp, _)| mp.join(path.trim_start_matches('/'))).collect()
+    hierarchies()
+        .into_iter()
+        .map(|(mp, _)| mp.join(path.trim_start_matches('/')))
+        .collect()
 }
 
 /// (mount point, controllers) of every cgroup hierarchy; controllers empty for cgroup2.
 pub fn hierarchies() -> Vec<(PathBuf, Vec<String>)> {
     let mut out: Vec<(PathBuf, Vec<String>)> = vec![];
     for line in fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let mp = PathBuf::from(pre.split(' ').nth(4).unwrap());
         let post: Vec<&str> = post.split(' ').collect();
         let ctrls: Vec<String> = match post[0] {
             "cgroup2" => vec![],
-            "cgroup" => post[2].split(',').filter(|o| *o != "rw" && *o != "ro" && *o != "relatime").map(String::from).collect(),
+            "cgroup" => post[2]
+                .split(',')
+                .filter(|o| *o != "rw" && *o != "ro" && *o != "relatime")
+                .map(String::from)
+                .collect(),
             _ => continue,
         };
         if !out.iter().any(|(_, c)| *c == ctrls) {
@@ -315,7 +373,10 @@ pub fn controller_dir(controller: &str, path: &str) -> (PathBuf, bool) {
     if let Some((mp, _)) = hs.iter().find(|(_, c)| c.iter().any(|x| x == controller)) {
         return (mp.join(path.trim_start_matches('/')), false);
     }
-    let (mp, _) = hs.iter().find(|(_, c)| c.is_empty()).expect("a cgroup2 hierarchy");
+    let (mp, _) = hs
+        .iter()
+        .find(|(_, c)| c.is_empty())
+        .expect("a cgroup2 hierarchy");
     (mp.join(path.trim_start_matches('/')), true)
 }
 
@@ -343,7 +404,13 @@ impl ConsoleSocket {
         let mut buf = [0u8; 4096];
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty()).unwrap();
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .unwrap();
         for c in msg.cmsgs().unwrap() {
             if let ControlMessageOwned::ScmRights(fds) = c {
                 // SAFETY: the fd was just received and is ours.

@@ -4,7 +4,10 @@ use lodge_tests::{cgroup_dirs, controller_dir, unique_id, Bundle, Runtime};
 use serde_json::json;
 
 fn read(p: &std::path::Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -28,11 +31,24 @@ fn placed_in_cgroups_path_with_limits() {
         assert!(line.ends_with(&path), "{line} (all: {own})");
     }
     for dir in cgroup_dirs(&path) {
-        assert!(read(&dir.join("cgroup.procs")).lines().any(|p| p == pid.to_string()), "{}", dir.display());
+        assert!(
+            read(&dir.join("cgroup.procs"))
+                .lines()
+                .any(|p| p == pid.to_string()),
+            "{}",
+            dir.display()
+        );
     }
 
     let (mem, v2) = controller_dir("memory", &path);
-    assert_eq!(read(&mem.join(if v2 { "memory.max" } else { "memory.limit_in_bytes" })), "67108864");
+    assert_eq!(
+        read(&mem.join(if v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        })),
+        "67108864"
+    );
     let (pids, _) = controller_dir("pids", &path);
     assert_eq!(read(&pids.join("pids.max")), "42");
     let (cpu, v2) = controller_dir("cpu", &path);
@@ -57,10 +73,18 @@ fn placed_in_cgroups_path_with_limits() {
 fn memory_limit_is_enforced() {
     let rt = Runtime::new();
     let id = unique_id("oom");
-    let mut bundle = Bundle::new(&["sh", "-c", "dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null && echo survived"]);
-    bundle.edit(|c| c["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432}));
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=100M count=1 2>/dev/null && echo survived",
+    ]);
+    bundle
+        .edit(|c| c["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432}));
     let (code, out, _) = rt.run_container(&id, &bundle);
-    assert!(code != 0 || !out.contains("survived"), "a 100 MB buffer in a 32 MiB container: {code} {out}");
+    assert!(
+        code != 0 || !out.contains("survived"),
+        "a 100 MB buffer in a 32 MiB container: {code} {out}"
+    );
     rt.assert_no_residue(&id, &bundle);
 }
 
@@ -74,7 +98,10 @@ fn container_sees_its_own_cgroup_as_root() {
     for line in out.lines().filter(|l| l.contains(':')) {
         assert!(line.ends_with(":/"), "cgroup namespace root: {line}");
     }
-    assert!(out.contains("memory") || out.contains("cgroup.controllers"), "{out}");
+    assert!(
+        out.contains("memory") || out.contains("cgroup.controllers"),
+        "{out}"
+    );
     rt.assert_no_residue(&id, &bundle);
 }
 
@@ -84,10 +111,24 @@ fn systemd_cgroup_falls_back_to_cgroupfs_with_a_warning() {
     let id = unique_id("sd");
     let mut bundle = Bundle::new(&["sleep", "1000"]);
     bundle.edit(|c| c["linux"]["cgroupsPath"] = format!("lodgetest.slice:lodge:{id}").into());
-    let out = rt.run(&["--systemd-cgroup", "run", "-d", "--bundle", bundle.path(), &id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = rt.run(&[
+        "--systemd-cgroup",
+        "run",
+        "-d",
+        "--bundle",
+        bundle.path(),
+        &id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("systemd cgroup driver"), "a warning says so: {err}");
+    assert!(
+        err.contains("systemd cgroup driver"),
+        "a warning says so: {err}"
+    );
     let expected = format!("/lodgetest.slice/lodge-{id}.scope");
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();

@@ -12,7 +12,14 @@ fn run_on_console(rt: &Runtime, bundle: &Bundle, id: &str, input: &str) -> Strin
         let _ = path;
         std::thread::scope(|s| {
             let h = s.spawn(|| console.receive_master());
-            rt.ok(&["create", "--bundle", bundle.path(), "--console-socket", console.path(), id]);
+            rt.ok(&[
+                "create",
+                "--bundle",
+                bundle.path(),
+                "--console-socket",
+                console.path(),
+                id,
+            ]);
             h.join().unwrap()
         })
     };
@@ -29,7 +36,11 @@ fn run_on_console(rt: &Runtime, bundle: &Bundle, id: &str, input: &str) -> Strin
 #[test]
 fn terminal_through_the_console_socket() {
     let rt = Runtime::new();
-    let mut bundle = Bundle::new(&["sh", "-c", "tty; test -t 0 && echo stdin-is-a-tty; stty size"]);
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "tty; test -t 0 && echo stdin-is-a-tty; stty size",
+    ]);
     bundle.edit(|c| {
         c["process"]["terminal"] = true.into();
         c["process"]["consoleSize"] = serde_json::json!({"height": 30, "width": 100});
@@ -66,11 +77,20 @@ fn spec_bundle_used_unchanged() {
 fn rootless_spec_bundle_used_unchanged() {
     let rt = Runtime::new();
     let bundle = Bundle::from_spec_command(true);
-    let ns: Vec<&str> = bundle.config["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+    let ns: Vec<&str> = bundle.config["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
     assert!(ns.contains(&"user") && !ns.contains(&"network"), "{ns:?}");
     let id = unique_id("rootless");
     let out = run_on_console(&rt, &bundle, &id, "cat /proc/self/uid_map; exit\n");
-    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["0", "0", "1"]), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["0", "0", "1"]),
+        "{out}"
+    );
 }
 
 #[test]

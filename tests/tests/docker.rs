@@ -34,7 +34,12 @@ impl Dockerd {
             .arg(dir.join("dockerd.pid"))
             .arg("--host")
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            .args(["--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false"])
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -42,7 +47,11 @@ impl Dockerd {
         let d = Dockerd { dir, child };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !d.docker(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "dockerd did not start: {}", d.log());
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start: {}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         d
@@ -54,7 +63,11 @@ impl Dockerd {
 
     fn docker(&self, args: &[&str]) -> std::process::Output {
         // Debian's client matches Debian's daemon.
-        let client = if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" };
+        let client = if Path::new("/usr/bin/docker").exists() {
+            "/usr/bin/docker"
+        } else {
+            "docker"
+        };
         Command::new(client)
             .arg("--host")
             .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
@@ -71,35 +84,47 @@ impl Dockerd {
             "docker {args:?}: {}\n{}\n--- dockerd log tail ---\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            self.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            self.log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn import_busybox(&self, tag: &str) {
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(busybox_template())
             .args(["-c", "."])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let client = if Path::new("/usr/bin/docker").exists() { "/usr/bin/docker" } else { "docker" };
+        let client = if Path::new("/usr/bin/docker").exists() {
+            "/usr/bin/docker"
+        } else {
+            "docker"
+        };
         let st = Command::new(client)
             .arg("--host")
             .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
             .args(["import", "-", tag])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .stdout(Stdio::null())
             .status()
             .unwrap();
+        assert!(tar.wait().unwrap().success(), "tar of the busybox rootfs");
         assert!(st.success(), "docker import");
     }
 }
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
@@ -112,7 +137,11 @@ impl Drop for Dockerd {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
         if mounts_under(&self.dir).is_empty() {
-            let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(&self.dir).status();
+            let _ = Command::new("rm")
+                .arg("-rf")
+                .arg("--one-file-system")
+                .arg(&self.dir)
+                .status();
         }
     }
 }
@@ -120,25 +149,64 @@ impl Drop for Dockerd {
 #[test]
 fn docker_runs_containers_with_lodge_runc() {
     let d = Dockerd::start();
-    assert!(d.ok(&["info", "--format", "{{json .Runtimes}}"]).contains("lodge-runc"));
+    assert!(d
+        .ok(&["info", "--format", "{{json .Runtimes}}"])
+        .contains("lodge-runc"));
     d.import_busybox("lodge-test/busybox:latest");
 
-    let out = d.ok(&["run", "--rm", "--network", "none", "--runtime=lodge-runc", "lodge-test/busybox", "echo", "hi"]);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime=lodge-runc",
+        "lodge-test/busybox",
+        "echo",
+        "hi",
+    ]);
     assert_eq!(out, "hi\n");
 
     // Docker's own config: its seccomp-less default caps, masked paths, /etc/hosts binds.
-    let out = d.ok(&["run", "--rm", "--network", "none", "--runtime=lodge-runc", "lodge-test/busybox", "sh", "-c", "cat /proc/1/cgroup | head -1; hostname; id -u"]);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime=lodge-runc",
+        "lodge-test/busybox",
+        "sh",
+        "-c",
+        "cat /proc/1/cgroup | head -1; hostname; id -u",
+    ]);
     assert_eq!(out.lines().count(), 3, "{out}");
 
     let name = unique_id("dk");
-    let id = d.ok(&["run", "-d", "--network", "none", "--runtime=lodge-runc", "--name", &name, "lodge-test/busybox", "sleep", "1000"]);
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--runtime=lodge-runc",
+        "--name",
+        &name,
+        "lodge-test/busybox",
+        "sleep",
+        "1000",
+    ]);
     let id = id.trim();
-    let state = d.ok(&["inspect", "--format", "{{.State.Status}} {{.State.Pid}}", id]);
+    let state = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Pid}}",
+        id,
+    ]);
     assert!(state.starts_with("running "), "{state}");
     let started = Instant::now();
     d.ok(&["stop", "--time", "2", &name]);
     assert!(started.elapsed() < Duration::from_secs(15));
-    assert!(d.ok(&["inspect", "--format", "{{.State.Status}}", id]).starts_with("exited"));
+    assert!(d
+        .ok(&["inspect", "--format", "{{.State.Status}}", id])
+        .starts_with("exited"));
     d.ok(&["rm", &name]);
     // lodge-runc's state for the container is gone.
     let root = d.dir.join("exec/runtime-lodge-runc/moby");

@@ -53,7 +53,10 @@ fn missing_rootfs() {
     bundle.edit(|c| c["root"]["path"] = "no-such-rootfs".into());
     let id = unique_id("noroot");
     let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
-    assert!(err.contains("rootfs") && err.contains("no-such-rootfs"), "{err}");
+    assert!(
+        err.contains("rootfs") && err.contains("no-such-rootfs"),
+        "{err}"
+    );
     assert_clean(&rt, &id, &bundle);
 }
 
@@ -63,7 +66,10 @@ fn missing_executable() {
     let bundle = Bundle::new(&["no-such-binary"]);
     let id = unique_id("noexe");
     let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
-    assert!(err.contains("no-such-binary") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("no-such-binary") && err.contains("not found"),
+        "{err}"
+    );
     assert_clean(&rt, &id, &bundle);
 }
 
@@ -92,7 +98,9 @@ fn bad_ids() {
         assert!(err.contains("invalid container id"), "{id:?}: {err}");
     }
     assert!(!rt.root.exists() || std::fs::read_dir(&rt.root).unwrap().next().is_none());
-    assert!(!std::path::Path::new(lodge_tests::WORK).join("escape").exists());
+    assert!(!std::path::Path::new(lodge_tests::WORK)
+        .join("escape")
+        .exists());
 }
 
 #[test]
@@ -137,7 +145,10 @@ fn delete_of_a_running_container_needs_force() {
     let id = unique_id("run");
     rt.ok(&["run", "-d", "--bundle", bundle.path(), &id]);
     let err = rt.fails(&["delete", &id]);
-    assert!(err.contains("not stopped") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("not stopped") && err.contains("--force"),
+        "{err}"
+    );
     assert_eq!(rt.status(&id), "running");
     rt.ok(&["delete", "-f", &id]);
     assert_clean(&rt, &id, &bundle);
@@ -160,7 +171,10 @@ fn bad_namespace_path() {
     });
     let id = unique_id("nspath");
     let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
-    assert!(err.contains("network") && err.contains("another kind"), "{err}");
+    assert!(
+        err.contains("network") && err.contains("another kind"),
+        "{err}"
+    );
     assert_clean(&rt, &id, &bundle);
 }
 
@@ -169,7 +183,9 @@ fn failing_mount_leaves_nothing() {
     let rt = Runtime::new();
     let mut bundle = Bundle::new(&["true"]);
     bundle.edit(|c| {
-        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({"destination": "/x", "type": "bind", "source": "/no/such/source"}));
+        c["mounts"].as_array_mut().unwrap().push(
+            serde_json::json!({"destination": "/x", "type": "bind", "source": "/no/such/source"}),
+        );
     });
     let id = unique_id("badmount");
     let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
@@ -181,13 +197,26 @@ fn failing_mount_leaves_nothing() {
 fn json_log_format_for_containerd() {
     let rt = Runtime::new();
     let log = std::path::Path::new(lodge_tests::WORK).join(format!("{}.log", unique_id("log")));
-    let out = rt.run(&["--log", log.to_str().unwrap(), "--log-format", "json", "state", "no-such-container"]);
+    let out = rt.run(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "state",
+        "no-such-container",
+    ]);
     assert!(!out.status.success());
     let text = std::fs::read_to_string(&log).unwrap();
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["level"], "error");
-    assert!(last["msg"].as_str().unwrap().contains("does not exist"), "{text}");
+    assert!(
+        last["msg"].as_str().unwrap().contains("does not exist"),
+        "{text}"
+    );
     assert!(last["time"].is_string());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"), "also on stderr");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "also on stderr"
+    );
     std::fs::remove_file(log).unwrap();
 }

@@ -8,7 +8,14 @@ fn create_start_kill_delete() {
     let bundle = Bundle::new(&["sleep", "1000"]);
     let id = unique_id("life");
     let pid_file = bundle.dir.join("init.pid");
-    rt.ok(&["create", "--bundle", bundle.path(), "--pid-file", pid_file.to_str().unwrap(), &id]);
+    rt.ok(&[
+        "create",
+        "--bundle",
+        bundle.path(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+    ]);
 
     let st = rt.state(&id);
     assert_eq!(st["status"], "created");
@@ -63,9 +70,15 @@ fn run_detached_then_list() {
     for col in ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"] {
         assert!(header.contains(col), "{table}");
     }
-    assert!(table.lines().any(|l| l.starts_with(&id) && l.contains("running")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("running")),
+        "{table}"
+    );
     assert_eq!(rt.ok(&["list", "-q"]).trim(), id);
-    let json: serde_json::Value = serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
     assert_eq!(json[0]["id"], id.as_str());
     assert_eq!(json[0]["status"], "running");
 
@@ -86,7 +99,11 @@ fn kill_accepts_names_numbers_and_all() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         rt.ok(&["kill", &id, sig]);
         rt.wait_status(&id, "stopped");
-        assert_eq!(std::fs::read_to_string(bundle.rootfs().join("tmp/got")).unwrap(), "usr1\n", "signal {sig}");
+        assert_eq!(
+            std::fs::read_to_string(bundle.rootfs().join("tmp/got")).unwrap(),
+            "usr1\n",
+            "signal {sig}"
+        );
         rt.ok(&["delete", &id]);
         rt.assert_no_residue(&id, &bundle);
     }
@@ -108,10 +125,12 @@ fn delete_force_kills_a_running_container() {
     rt.ok(&["run", "-d", "--bundle", bundle.path(), &id]);
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
     rt.ok(&["delete", "--force", &id]);
-    assert!(!std::path::Path::new(&format!("/proc/{pid}/exe")).exists() || {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        s.contains(") Z")
-    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/exe")).exists() || {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            s.contains(") Z")
+        }
+    );
     rt.assert_no_residue(&id, &bundle);
 }
 
@@ -133,7 +152,12 @@ fn version_and_features() {
     assert!(v.contains("spec: 1."), "{v}");
     let f: serde_json::Value = serde_json::from_str(&rt.ok(&["features"])).unwrap();
     assert!(f["ociVersionMax"].as_str().unwrap().starts_with("1."));
-    let ns: Vec<&str> = f["linux"]["namespaces"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let ns: Vec<&str> = f["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     for want in ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"] {
         assert!(ns.contains(&want), "{ns:?}");
     }

@@ -23,20 +23,31 @@ fn status_field(out: &str, field: &str) -> String {
 #[test]
 fn user_namespace_maps_ids_and_owns_files() {
     let rt = Runtime::new();
-    let mut bundle = Bundle::new(&["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /tmp/made-inside"]);
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /tmp/made-inside",
+    ]);
     bundle.with_userns(200000);
     // The rootfs must be writable by the container's root (host uid 200000).
     let rootfs_tmp = bundle.rootfs().join("tmp");
     std::os::unix::fs::chown(&rootfs_tmp, Some(200000), Some(200000)).unwrap();
     bundle.edit(|c| c["root"]["readonly"] = false.into());
     let out = run_ok(&rt, &bundle);
-    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(lines[0], ["0", "200000", "65536"], "{out}");
     assert_eq!(lines[1], ["0", "200000", "65536"], "{out}");
     assert_eq!(lines[2], ["0"], "root inside");
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(bundle.rootfs().join("tmp/made-inside")).unwrap();
-    assert_eq!((md.uid(), md.gid()), (200000, 200000), "a file made by root inside is owned by the mapped id outside");
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (200000, 200000),
+        "a file made by root inside is owned by the mapped id outside"
+    );
 }
 
 #[test]
@@ -77,7 +88,8 @@ fn all_capabilities_means_all_the_runtime_holds() {
     // CAP_SYS_RESOURCE may be missing from the host's bounding set: asking for it is not an error.
     let rt = Runtime::new();
     let mut bundle = Bundle::new(&["cat", "/proc/self/status"]);
-    let all: Vec<String> = serde_json::from_str::<serde_json::Value>(&rt.ok(&["features"])).unwrap()["linux"]["capabilities"]
+    let all: Vec<String> = serde_json::from_str::<serde_json::Value>(&rt.ok(&["features"]))
+        .unwrap()["linux"]["capabilities"]
         .as_array()
         .unwrap()
         .iter()
@@ -95,11 +107,19 @@ fn all_capabilities_means_all_the_runtime_holds() {
 #[test]
 fn user_env_cwd_and_umask() {
     let rt = Runtime::new();
-    let mut bundle = Bundle::new(&["sh", "-c", "id -u; id -g; id -G; pwd; echo $GREETING; echo $HOME; umask"]);
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "id -u; id -g; id -G; pwd; echo $GREETING; echo $HOME; umask",
+    ]);
     bundle.edit(|c| {
-        c["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [5, 1000], "umask": 63});
+        c["process"]["user"] =
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [5, 1000], "umask": 63});
         c["process"]["cwd"] = "/home/user".into();
-        c["process"]["env"].as_array_mut().unwrap().push("GREETING=hello".into());
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push("GREETING=hello".into());
     });
     let out = run_ok(&rt, &bundle);
     let lines: Vec<&str> = out.lines().collect();
@@ -110,7 +130,10 @@ fn user_env_cwd_and_umask() {
     assert_eq!(groups, ["1000", "5"], "{out}");
     assert_eq!(lines[3], "/home/user");
     assert_eq!(lines[4], "hello");
-    assert_eq!(lines[5], "/home/user", "HOME comes from the container's /etc/passwd");
+    assert_eq!(
+        lines[5], "/home/user",
+        "HOME comes from the container's /etc/passwd"
+    );
     assert_eq!(lines[6], "0077");
 }
 
@@ -125,7 +148,11 @@ fn cwd_is_created_when_missing() {
 #[test]
 fn rlimits_and_no_new_privileges() {
     let rt = Runtime::new();
-    let mut bundle = Bundle::new(&["sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c; grep NoNewPrivs /proc/self/status"]);
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; ulimit -c; grep NoNewPrivs /proc/self/status",
+    ]);
     bundle.edit(|c| {
         c["process"]["rlimits"] = json!([
             {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 768},
@@ -140,7 +167,11 @@ fn rlimits_and_no_new_privileges() {
 
     bundle.edit(|c| c["process"]["noNewPrivileges"] = false.into());
     let out = run_ok(&rt, &bundle);
-    assert_eq!(out.lines().nth(3).unwrap().split_whitespace().last(), Some("0"), "{out}");
+    assert_eq!(
+        out.lines().nth(3).unwrap().split_whitespace().last(),
+        Some("0"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -153,7 +184,11 @@ fn hostname_and_domainname() {
     });
     assert_eq!(run_ok(&rt, &bundle), "lodge-test-host\nexample.test\n");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    assert_ne!(host.trim(), "lodge-test-host", "the host's hostname is untouched");
+    assert_ne!(
+        host.trim(),
+        "lodge-test-host",
+        "the host's hostname is untouched"
+    );
 }
 
 #[test]

@@ -13,7 +13,11 @@ fn run(rt: &Runtime, bundle: &Bundle) -> (i32, String, String) {
 #[test]
 fn readonly_root() {
     let rt = Runtime::new();
-    let mut bundle = Bundle::new(&["sh", "-c", "touch /newfile && echo wrote; touch /tmp/x; echo done"]);
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "touch /newfile && echo wrote; touch /tmp/x; echo done",
+    ]);
     bundle.edit(|c| c["root"]["readonly"] = true.into());
     let (code, out, err) = run(&rt, &bundle);
     assert_eq!(code, 0, "{err}");
@@ -30,22 +34,32 @@ fn readonly_root() {
 fn masked_and_readonly_paths() {
     let rt = Runtime::new();
     // Whichever of the spec's masked files this kernel has must read empty inside.
-    let masked_file = ["/proc/keys", "/proc/timer_list", "/proc/kcore", "/proc/sched_debug"]
-        .into_iter()
-        .find(|p| std::fs::read(p).is_ok_and(|d| !d.is_empty()))
-        .expect("a masked /proc file with content on the host");
+    let masked_file = [
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/kcore",
+        "/proc/sched_debug",
+    ]
+    .into_iter()
+    .find(|p| std::fs::read(p).is_ok_and(|d| !d.is_empty()))
+    .expect("a masked /proc file with content on the host");
     let script = format!(
         "wc -c < {masked_file}; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/domainname && echo wrote-sys; echo end"
     );
     let mut bundle = Bundle::new(&["sh", "-c", &script]);
     bundle.edit(|c| {
         let caps = json!(["CAP_SYS_ADMIN"]);
-        c["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+        c["process"]["capabilities"] =
+            json!({"bounding": caps, "effective": caps, "permitted": caps});
     });
     let (code, out, err) = run(&rt, &bundle);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    assert_eq!(lines, ["0", "0", "end"], "kcore empty, /sys/firmware empty, /proc/sys read-only; stderr: {err}");
+    assert_eq!(
+        lines,
+        ["0", "0", "end"],
+        "kcore empty, /sys/firmware empty, /proc/sys read-only; stderr: {err}"
+    );
 }
 
 #[test]
@@ -69,7 +83,10 @@ fn bind_mounts_with_options() {
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "from host");
-    assert_eq!(lines[1], "rw-data2", "/data is read-only, /data2 writable: {out}");
+    assert_eq!(
+        lines[1], "rw-data2",
+        "/data is read-only, /data2 writable: {out}"
+    );
     let opts = lines[2].split_whitespace().nth(3).unwrap();
     for o in ["ro", "nosuid", "nodev", "noexec"] {
         assert!(opts.split(',').any(|x| x == o), "{o} missing in {opts}");
@@ -89,13 +106,20 @@ fn dev_has_the_default_devices_and_links() {
     ]);
     let (code, out, err) = run(&rt, &bundle);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "/proc/self/fd\n/proc/self/fd/0\npts/ptmx\n4\n", "{err}");
+    assert_eq!(
+        out, "/proc/self/fd\n/proc/self/fd/0\npts/ptmx\n4\n",
+        "{err}"
+    );
 }
 
 #[test]
 fn extra_devices_from_the_spec() {
     let rt = Runtime::new();
-    let mut bundle = Bundle::new(&["sh", "-c", "stat -c '%t:%T %a %u' /dev/mynull; echo hi > /dev/mynull && echo ok"]);
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "stat -c '%t:%T %a %u' /dev/mynull; echo hi > /dev/mynull && echo ok",
+    ]);
     bundle.edit(|c| {
         c["linux"]["devices"] = json!([{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 438, "uid": 0, "gid": 0}]);
         c["linux"]["resources"]["devices"].as_array_mut().unwrap().push(json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}));
@@ -109,14 +133,22 @@ fn extra_devices_from_the_spec() {
 fn device_cgroup_denies_other_devices() {
     // The default spec denies all devices; a node the container makes itself stays unusable.
     let rt = Runtime::new();
-    let mut bundle = Bundle::new(&["sh", "-c", "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem > /dev/null && echo READ"]);
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "mknod /tmp/mem c 1 1 && head -c 1 /tmp/mem > /dev/null && echo READ",
+    ]);
     bundle.edit(|c| {
         c["root"]["readonly"] = false.into();
         let caps = json!(["CAP_MKNOD", "CAP_SYS_RAWIO", "CAP_DAC_OVERRIDE"]);
-        c["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+        c["process"]["capabilities"] =
+            json!({"bounding": caps, "effective": caps, "permitted": caps});
     });
     let (_, out, err) = run(&rt, &bundle);
-    assert!(!out.contains("READ"), "reading /dev/mem must be denied: {out} {err}");
+    assert!(
+        !out.contains("READ"),
+        "reading /dev/mem must be denied: {out} {err}"
+    );
 }
 
 #[test]
@@ -125,7 +157,11 @@ fn no_pivot_works_too() {
     let bundle = Bundle::new(&["sh", "-c", "ls /bin/busybox"]);
     let id = unique_id("nopivot");
     let out = rt.run(&["run", "--no-pivot", "--bundle", bundle.path(), &id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "/bin/busybox\n");
     rt.assert_no_residue(&id, &bundle);
 }
@@ -139,11 +175,20 @@ fn symlinked_mount_destinations_stay_inside_the_rootfs() {
     std::fs::create_dir_all(&escape).unwrap();
     std::os::unix::fs::symlink(&escape, bundle.rootfs().join("evil")).unwrap();
     bundle.edit(|c| {
-        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/evil", "type": "tmpfs", "source": "tmpfs"}));
+        c["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/evil", "type": "tmpfs", "source": "tmpfs"}));
     });
     let (code, _, err) = run(&rt, &bundle);
     assert_eq!(code, 0, "{err}");
     assert!(lodge_tests::mounts_under(&escape).is_empty());
-    assert!(bundle.rootfs().join(escape.strip_prefix("/").unwrap()).exists(), "created inside the rootfs instead");
+    assert!(
+        bundle
+            .rootfs()
+            .join(escape.strip_prefix("/").unwrap())
+            .exists(),
+        "created inside the rootfs instead"
+    );
     std::fs::remove_dir_all(&escape).unwrap();
 }

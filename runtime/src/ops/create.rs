@@ -34,7 +34,10 @@ pub fn create(g: &Globals, id: &str, opts: &CreateOptions) -> Result<i32> {
     if result.is_err() {
         if let Some(cg) = &cgroup {
             for pid in cg.pids() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
             }
             if let Err(e) = cg.remove() {
                 tracing::warn!(error = %e, "cleaning up after a failed create");
@@ -73,6 +76,7 @@ fn create_in(
     cgroup_slot: &mut Option<Cgroup>,
 ) -> Result<i32> {
     let spec = &loaded.spec;
+    warn_unapplied(spec);
     dir.save_config(&loaded.raw)?;
     let plan = Plan::new(spec)?;
     let layout = Layout::detect()?;
@@ -91,7 +95,12 @@ fn create_in(
     #[allow(deprecated)]
     let runtime_hooks: Vec<_> = hooks
         .map(|h| {
-            h.prestart().clone().unwrap_or_default().into_iter().chain(h.create_runtime().clone().unwrap_or_default()).collect()
+            h.prestart()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(h.create_runtime().clone().unwrap_or_default())
+                .collect()
         })
         .unwrap_or_default();
     let args = InitArgs {
@@ -118,7 +127,8 @@ fn create_in(
     drop(listener);
     drop(console);
     let pid = spawned.init_pid;
-    let start_time = sys::process_start_time(pid).ok_or(Error::Process(process::ProcessError::InitDied))?;
+    let start_time =
+        sys::process_start_time(pid).ok_or(Error::Process(process::ProcessError::InitDied))?;
     let state = ContainerState {
         id: id.to_string(),
         init_pid: pid,
@@ -137,13 +147,50 @@ fn create_in(
     Ok(pid)
 }
 
+/// Security settings this build does not apply yet are never dropped silently.
+fn warn_unapplied(spec: &oci_spec::runtime::Spec) {
+    let linux = spec.linux().as_ref();
+    if linux.and_then(|l| l.seccomp().as_ref()).is_some() {
+        tracing::warn!("linux.seccomp is not applied yet by this lodge-runc: the container runs without a seccomp filter");
+    }
+    let apparmor_on = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    let profile = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.apparmor_profile().clone())
+        .filter(|p| !p.is_empty());
+    if let (true, Some(profile)) = (apparmor_on, profile) {
+        tracing::warn!(profile = %profile, "AppArmor profiles are not applied yet by this lodge-runc");
+    }
+    if linux
+        .and_then(|l| l.mount_label().as_ref())
+        .is_some_and(|l| !l.is_empty())
+        || spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.selinux_label().as_ref())
+            .is_some_and(|l| !l.is_empty())
+    {
+        tracing::warn!("SELinux labels are not applied by this lodge-runc");
+    }
+}
+
 fn listen(path: &Path) -> Result<OwnedFd> {
-    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
     let err = |e: nix::Error| Error::Io {
         what: format!("exec socket {}", path.display()),
         source: e.into(),
     };
-    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(err)?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(err)?;
     let addr = UnixAddr::new(path).map_err(err)?;
     bind(fd.as_raw_fd(), &addr).map_err(err)?;
     listen(&fd, Backlog::new(1).expect("valid backlog")).map_err(err)?;
@@ -151,7 +198,9 @@ fn listen(path: &Path) -> Result<OwnedFd> {
 }
 
 fn connect_console(path: &Path) -> Result<OwnedFd> {
-    let stream = std::os::unix::net::UnixStream::connect(path)
-        .map_err(Error::io(format!("connecting to --console-socket {}", path.display())))?;
+    let stream = std::os::unix::net::UnixStream::connect(path).map_err(Error::io(format!(
+        "connecting to --console-socket {}",
+        path.display()
+    )))?;
     Ok(stream.into())
 }

@@ -13,11 +13,18 @@ pub fn kill(g: &Globals, id: &str, sig: i32, all: bool) -> Result<()> {
     let st = dir.load()?;
     let status = st.status(&dir.path);
     if status == Status::Stopped {
-        return Err(Error::WrongStatus { id: id.into(), status, action: "container not running" });
+        return Err(Error::WrongStatus {
+            id: id.into(),
+            status,
+            action: "container not running",
+        });
     }
     if all {
         for pid in Cgroup::from_paths(st.cgroup_paths.clone()).pids() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::try_from(sig).ok());
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::try_from(sig).ok(),
+            );
         }
         return Ok(());
     }
@@ -28,7 +35,9 @@ pub fn kill(g: &Globals, id: &str, sig: i32, all: bool) -> Result<()> {
 pub(crate) fn signal_init(pid: i32, start_time: u64, sig: i32) -> Result<()> {
     let fd = sys::pidfd_open(pid).map_err(Error::io(format!("pidfd_open({pid})")))?;
     if sys::process_start_time(pid) != Some(start_time) {
-        return Err(Error::io("signalling container init")(std::io::Error::from_raw_os_error(libc::ESRCH)));
+        return Err(Error::io("signalling container init")(
+            std::io::Error::from_raw_os_error(libc::ESRCH),
+        ));
     }
     sys::pidfd_send_signal(&fd, sig).map_err(Error::io(format!("sending signal {sig} to {pid}")))
 }

@@ -82,7 +82,10 @@ pub fn spec_template(rootless: bool) -> Value {
                 }
                 let mut m = m.clone();
                 if let Some(opts) = m["options"].as_array_mut() {
-                    opts.retain(|o| !o.as_str().is_some_and(|s| s.starts_with("gid=") || s.starts_with("uid=")));
+                    opts.retain(|o| {
+                        !o.as_str()
+                            .is_some_and(|s| s.starts_with("gid=") || s.starts_with("uid="))
+                    });
                 }
                 m
             })
@@ -95,13 +98,59 @@ pub fn spec_template(rootless: bool) -> Value {
 /// The OCI features document: exactly what this build supports.
 pub fn features() -> Value {
     let mount_options = [
-        "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async", "dirsync",
-        "remount", "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "relatime",
-        "norelatime", "strictatime", "nostrictatime", "lazytime", "nolazytime", "silent", "loud",
-        "bind", "rbind", "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable",
-        "runbindable", "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec", "rexec",
-        "rnodiratime", "rdiratime", "rrelatime", "rnorelatime", "rnoatime", "ratime", "rstrictatime",
-        "rnostrictatime", "defaults",
+        "ro",
+        "rw",
+        "nosuid",
+        "suid",
+        "nodev",
+        "dev",
+        "noexec",
+        "exec",
+        "sync",
+        "async",
+        "dirsync",
+        "remount",
+        "mand",
+        "nomand",
+        "atime",
+        "noatime",
+        "diratime",
+        "nodiratime",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "nostrictatime",
+        "lazytime",
+        "nolazytime",
+        "silent",
+        "loud",
+        "bind",
+        "rbind",
+        "private",
+        "rprivate",
+        "shared",
+        "rshared",
+        "slave",
+        "rslave",
+        "unbindable",
+        "runbindable",
+        "rro",
+        "rrw",
+        "rnosuid",
+        "rsuid",
+        "rnodev",
+        "rdev",
+        "rnoexec",
+        "rexec",
+        "rnodiratime",
+        "rdiratime",
+        "rrelatime",
+        "rnorelatime",
+        "rnoatime",
+        "ratime",
+        "rstrictatime",
+        "rnostrictatime",
+        "defaults",
     ];
     json!({
         "ociVersionMin": "1.0.0",

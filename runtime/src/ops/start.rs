@@ -16,11 +16,17 @@ pub fn start(g: &Globals, id: &str) -> Result<()> {
     let mut st = dir.load()?;
     let status = st.status(&dir.path);
     if status != Status::Created {
-        return Err(Error::WrongStatus { id: id.into(), status, action: "only a created container can be started" });
+        return Err(Error::WrongStatus {
+            id: id.into(),
+            status,
+            action: "only a created container can be started",
+        });
     }
     let sock = dir.short_path(EXEC_SOCKET);
-    let mut conn = std::os::unix::net::UnixStream::connect(&sock).map_err(Error::io("connecting to container init"))?;
-    conn.write_all(&[0]).map_err(Error::io("releasing container init"))?;
+    let mut conn = std::os::unix::net::UnixStream::connect(&sock)
+        .map_err(Error::io("connecting to container init"))?;
+    conn.write_all(&[0])
+        .map_err(Error::io("releasing container init"))?;
     let _ = std::fs::remove_file(dir.path.join(EXEC_SOCKET));
     st.started = true;
     dir.save(&st)?;
@@ -69,7 +75,15 @@ pub fn run(g: &Globals, id: &str, opts: &CreateOptions, detach: bool) -> Result<
         return Ok(0);
     }
     FORWARD_TO.store(pid, Ordering::Relaxed);
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH] {
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+    ] {
         // SAFETY: installing an async-signal-safe handler.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();

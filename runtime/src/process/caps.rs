@@ -8,14 +8,47 @@ use std::io;
 use oci_spec::runtime::{Capabilities, LinuxCapabilities};
 
 const NAMES: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 /// All capability names this runtime knows, in number order.
@@ -34,13 +67,21 @@ fn in_bounding(cap: u32) -> bool {
 
 /// Names of the capabilities this process may grant (its bounding set).
 pub fn grantable() -> Vec<&'static str> {
-    NAMES.iter().enumerate().filter(|(i, _)| in_bounding(*i as u32)).map(|(_, n)| *n).collect()
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| in_bounding(*i as u32))
+        .map(|(_, n)| *n)
+        .collect()
 }
 
 fn mask(set: &Option<Capabilities>) -> u64 {
     let mut m = 0u64;
     for cap in set.iter().flatten() {
-        let name = serde_json::to_value(cap).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let name = serde_json::to_value(cap)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
         match number(&name) {
             Some(n) if in_bounding(n) => m |= 1 << n,
             _ => tracing::debug!(capability = %name, "not in lodge-runc's bounding set: left out"),
@@ -61,7 +102,13 @@ pub struct CapSets {
 impl CapSets {
     pub fn from_spec(c: Option<&LinuxCapabilities>) -> CapSets {
         let Some(c) = c else {
-            return CapSets { bounding: 0, effective: 0, permitted: 0, inheritable: 0, ambient: 0 };
+            return CapSets {
+                bounding: 0,
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+                ambient: 0,
+            };
         };
         CapSets {
             bounding: mask(c.bounding()),
@@ -77,7 +124,8 @@ impl CapSets {
         for cap in 0..=last_cap() {
             if self.bounding & (1 << cap) == 0 && in_bounding(cap) {
                 // SAFETY: plain prctl.
-                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+                if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
             }
@@ -100,7 +148,10 @@ impl CapSets {
             inheritable: u32,
         }
         const VERSION_3: u32 = 0x2008_0522;
-        let hdr = Header { version: VERSION_3, pid: 0 };
+        let hdr = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
         let split = |m: u64| (m as u32, (m >> 32) as u32);
         // The kernel's rules: effective within permitted, inheritable within the bounding set,
         // ambient within permitted and inheritable. Ambient capabilities are raised into the
@@ -111,19 +162,35 @@ impl CapSets {
         let ambient = self.ambient & self.permitted & inheritable;
         for (name, want, got) in [
             ("effective", self.effective, effective),
-            ("inheritable", self.inheritable, inheritable & self.inheritable),
+            (
+                "inheritable",
+                self.inheritable,
+                inheritable & self.inheritable,
+            ),
             ("ambient", self.ambient, ambient),
         ] {
             if want != got {
-                tracing::warn!(set = name, dropped = format!("{:#x}", want & !got), "capabilities outside what the kernel allows were left out");
+                tracing::warn!(
+                    set = name,
+                    dropped = format!("{:#x}", want & !got),
+                    "capabilities outside what the kernel allows were left out"
+                );
             }
         }
         let (e0, e1) = split(effective);
         let (p0, p1) = split(self.permitted);
         let (i0, i1) = split(inheritable);
         let data = [
-            Data { effective: e0, permitted: p0, inheritable: i0 },
-            Data { effective: e1, permitted: p1, inheritable: i1 },
+            Data {
+                effective: e0,
+                permitted: p0,
+                inheritable: i0,
+            },
+            Data {
+                effective: e1,
+                permitted: p1,
+                inheritable: i1,
+            },
         ];
         // SAFETY: capset with a v3 header and two data words.
         if unsafe { libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()) } != 0 {
@@ -133,7 +200,13 @@ impl CapSets {
             if ambient & (1 << cap) != 0 {
                 // SAFETY: plain prctl.
                 let r = unsafe {
-                    libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong, 0, 0)
+                    libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    )
                 };
                 if r != 0 {
                     return Err(io::Error::last_os_error());

@@ -15,13 +15,18 @@ pub enum Message {
     MapRequest,
     MapsDone,
     /// Intermediate process → parent: the real init, forked into the new pid namespace.
-    InitPid { pid: i32 },
+    InitPid {
+        pid: i32,
+    },
     /// Init → parent: mounts are done; run the createRuntime (and prestart) hooks.
     HookPoint,
     HooksDone,
     /// Init is set up and waits for `start`.
     Ready,
-    Error { msg: String, errno: i32 },
+    Error {
+        msg: String,
+        errno: i32,
+    },
 }
 
 pub struct Channel {
@@ -31,15 +36,27 @@ pub struct Channel {
 impl Channel {
     pub fn pair() -> io::Result<(Channel, Channel)> {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-        let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
         Ok((Channel { fd: a }, Channel { fd: b }))
     }
 
     pub fn send(&self, msg: &Message) -> io::Result<()> {
         let data = serde_json::to_vec(msg).expect("message serializes");
         // SAFETY: send on our fd with a valid buffer.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -51,7 +68,8 @@ impl Channel {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: recv into our buffer.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -73,7 +91,9 @@ impl Channel {
         match self.recv()? {
             Some(m) if m == want => Ok(()),
             Some(Message::Error { msg, .. }) => Err(io::Error::other(msg)),
-            other => Err(io::Error::other(format!("sync: expected {want:?}, got {other:?}"))),
+            other => Err(io::Error::other(format!(
+                "sync: expected {want:?}, got {other:?}"
+            ))),
         }
     }
 }

@@ -34,7 +34,8 @@ fn ctx<T, E: Into<std::io::Error>>(what: &str, r: Result<T, E>) -> Result<T, Fai
 
 fn rootfs_err(e: crate::rootfs::RootfsError) -> Fail {
     let errno = match &e {
-        crate::rootfs::RootfsError::Mount { errno, .. } | crate::rootfs::RootfsError::Pivot { errno, .. } => *errno as i32,
+        crate::rootfs::RootfsError::Mount { errno, .. }
+        | crate::rootfs::RootfsError::Pivot { errno, .. } => *errno as i32,
         crate::rootfs::RootfsError::Io { source, .. } => source.raw_os_error().unwrap_or(0),
         _ => 0,
     };
@@ -82,11 +83,20 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     }
     if plan.userns {
         // Become root of the user namespace so files made during setup are owned by it.
-        ctx("setresgid(0)", nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)))?;
-        ctx("setresuid(0)", nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)))?;
+        ctx(
+            "setresgid(0)",
+            nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
+        )?;
+        ctx(
+            "setresuid(0)",
+            nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
+        )?;
     }
     if plan.new_cgroupns {
-        ctx("unshare cgroup namespace", nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP))?;
+        ctx(
+            "unshare cgroup namespace",
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
+        )?;
     }
     // Every init is a session leader, as with runc.
     let _ = nix::unistd::setsid();
@@ -99,7 +109,11 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     let spec = args.spec;
     let process = spec.process().as_ref().expect("validated: process exists");
     if !plan.mountns {
-        return Err(Fail("lodge-runc requires a mount namespace (add {\"type\": \"mount\"} to linux.namespaces)".into(), 0));
+        return Err(Fail(
+            "lodge-runc requires a mount namespace (add {\"type\": \"mount\"} to linux.namespaces)"
+                .into(),
+            0,
+        ));
     }
     let rctx = RootfsContext {
         spec,
@@ -114,23 +128,38 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     rootfs::prepare_root(&rctx).map_err(rootfs_err)?;
     rootfs::mount_all(&rctx).map_err(rootfs_err)?;
     rootfs::setup_dev(&rctx).map_err(rootfs_err)?;
-    let cwd = rootfs::secure_join(args.rootfs, process.cwd()).map_err(|e| Fail::from(("cwd", e)))?;
+    let cwd =
+        rootfs::secure_join(args.rootfs, process.cwd()).map_err(|e| Fail::from(("cwd", e)))?;
     rootfs::mkdir_all(&cwd).map_err(rootfs_err)?;
     if args.hook_point {
         ctx("sync", chan.send(&Message::HookPoint))?;
         ctx("createRuntime hooks", chan.expect(Message::HooksDone))?;
     }
-    if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.create_container().clone()) {
-        let state = crate::ops::hook_state(args.id, crate::state::Status::Created, nix::unistd::getpid().as_raw(), args.bundle, spec);
-        crate::hooks::run_all("createContainer", &hooks, &state).map_err(|e| Fail(e.to_string(), 0))?;
+    if let Some(hooks) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().clone())
+    {
+        let state = crate::ops::hook_state(
+            args.id,
+            crate::state::Status::Created,
+            nix::unistd::getpid().as_raw(),
+            args.bundle,
+            spec,
+        );
+        crate::hooks::run_all("createContainer", &hooks, &state)
+            .map_err(|e| Fail(e.to_string(), 0))?;
     }
     rootfs::enter_root(args.rootfs, args.no_pivot).map_err(rootfs_err)?;
 
     let linux = spec.linux().as_ref().expect("validated: linux exists");
     if process.terminal() == Some(true) {
-        let sock = args
-            .console_socket
-            .ok_or_else(|| Fail("process.terminal is true but no --console-socket was given".into(), 0))?;
+        let sock = args.console_socket.ok_or_else(|| {
+            Fail(
+                "process.terminal is true but no --console-socket was given".into(),
+                0,
+            )
+        })?;
         setup_console(sock, process)?;
     }
     for (key, value) in linux.sysctl().iter().flatten() {
@@ -138,7 +167,11 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         ctx(&format!("sysctl {key}"), std::fs::write(&path, value))?;
     }
     rootfs::mask_paths(linux.masked_paths().as_deref().unwrap_or_default()).map_err(rootfs_err)?;
-    rootfs::readonly_paths(linux.readonly_paths().as_deref().unwrap_or_default(), plan.userns).map_err(rootfs_err)?;
+    rootfs::readonly_paths(
+        linux.readonly_paths().as_deref().unwrap_or_default(),
+        plan.userns,
+    )
+    .map_err(rootfs_err)?;
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
         rootfs::readonly_root(plan.userns).map_err(rootfs_err)?;
     }
@@ -149,7 +182,10 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         let c = CString::new(d.as_str()).unwrap_or_default();
         // SAFETY: setdomainname with a valid buffer.
         if unsafe { libc::setdomainname(c.as_ptr(), d.len()) } != 0 {
-            return Err(Fail::from(("setdomainname", std::io::Error::last_os_error())));
+            return Err(Fail::from((
+                "setdomainname",
+                std::io::Error::last_os_error(),
+            )));
         }
     }
 
@@ -161,10 +197,16 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     if process.no_new_privileges() == Some(true) {
         // SAFETY: plain prctl.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(Fail::from(("no_new_privs", std::io::Error::last_os_error())));
+            return Err(Fail::from((
+                "no_new_privs",
+                std::io::Error::last_os_error(),
+            )));
         }
     }
-    ctx(&format!("chdir {}", process.cwd().display()), nix::unistd::chdir(process.cwd()))?;
+    ctx(
+        &format!("chdir {}", process.cwd().display()),
+        nix::unistd::chdir(process.cwd()),
+    )?;
     let env = environment(process);
     let argv: Vec<CString> = process
         .args()
@@ -173,7 +215,10 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         .map(|a| CString::new(a.as_str()).unwrap_or_default())
         .collect();
     let exe = find_executable(&process.args().as_ref().expect("validated")[0], &env)?;
-    let envp: Vec<CString> = env.iter().map(|e| CString::new(e.as_str()).unwrap_or_default()).collect();
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|e| CString::new(e.as_str()).unwrap_or_default())
+        .collect();
     // SAFETY: umask never fails.
     unsafe { libc::umask(process.user().umask().unwrap_or(0o022) as libc::mode_t) };
 
@@ -181,7 +226,14 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     // Block until `start` connects to the exec socket.
     let conn = loop {
         // SAFETY: accept on the inherited listening socket.
-        let fd = unsafe { libc::accept4(args.exec_listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+        let fd = unsafe {
+            libc::accept4(
+                args.exec_listener,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
         if fd >= 0 {
             // SAFETY: a fresh fd from accept.
             break unsafe { OwnedFd::from_raw_fd(fd) };
@@ -201,8 +253,18 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         let _ = conn.write_all(msg.as_bytes());
         unsafe { libc::_exit(127) }
     };
-    if let Some(hooks) = spec.hooks().as_ref().and_then(|h| h.start_container().clone()) {
-        let state = crate::ops::hook_state(args.id, crate::state::Status::Running, nix::unistd::getpid().as_raw(), args.bundle, spec);
+    if let Some(hooks) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().clone())
+    {
+        let state = crate::ops::hook_state(
+            args.id,
+            crate::state::Status::Running,
+            nix::unistd::getpid().as_raw(),
+            args.bundle,
+            spec,
+        );
         if let Err(e) = crate::hooks::run_all("startContainer", &hooks, &state) {
             report(&mut conn, e.to_string());
         }
@@ -211,8 +273,16 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     if let Err(e) = sys::cloexec_from(3 + args.preserve_fds) {
         report(&mut conn, format!("closing file descriptors: {e}"));
     }
-    let argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
-    let envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let argv_ptrs: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp_ptrs: Vec<*const libc::c_char> = envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
     // SAFETY: NULL-terminated argv/envp that outlive the call.
     unsafe { libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
     let e = std::io::Error::last_os_error();
@@ -235,8 +305,13 @@ fn setup_console(sock: RawFd, process: &Process) -> Result<(), Fail> {
     let mut n: libc::c_uint = 0;
     // SAFETY: pty ioctls on our master fd with valid pointers.
     unsafe {
-        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0 || libc::ioctl(m, libc::TIOCGPTN, &mut n) != 0 {
-            return Err(Fail::from(("unlocking pty", std::io::Error::last_os_error())));
+        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0
+            || libc::ioctl(m, libc::TIOCGPTN, &mut n) != 0
+        {
+            return Err(Fail::from((
+                "unlocking pty",
+                std::io::Error::last_os_error(),
+            )));
         }
     }
     if let Some(size) = process.console_size() {
@@ -252,9 +327,16 @@ fn setup_console(sock: RawFd, process: &Process) -> Result<(), Fail> {
     let slave_path = format!("/dev/pts/{n}");
     let slave = ctx(
         "open pty slave",
-        std::fs::OpenOptions::new().read(true).write(true).custom_flags_noctty().open(&slave_path),
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags_noctty()
+            .open(&slave_path),
     )?;
-    ctx("sending pty master to --console-socket", sys::send_fds(sock, b"/dev/ptmx", &[m]))?;
+    ctx(
+        "sending pty master to --console-socket",
+        sys::send_fds(sock, b"/dev/ptmx", &[m]),
+    )?;
     drop(master);
     // SAFETY: the console socket fd is ours to close now.
     unsafe { libc::close(sock) };
@@ -264,7 +346,13 @@ fn setup_console(sock: RawFd, process: &Process) -> Result<(), Fail> {
     }
     ctx(
         "mount /dev/console",
-        nix::mount::mount(Some(slave_path.as_str()), console, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>),
+        nix::mount::mount(
+            Some(slave_path.as_str()),
+            console,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        ),
     )?;
     let s = slave.as_raw_fd();
     // SAFETY: make the slave our controlling terminal and stdio.
@@ -321,7 +409,10 @@ fn set_rlimits(process: &Process) -> Result<(), Fail> {
         };
         // SAFETY: setrlimit with a valid struct.
         if unsafe { libc::setrlimit(rlimit_resource(r.typ()), &lim) } != 0 {
-            return Err(Fail::from((format!("setrlimit {}", r.typ()).as_str(), std::io::Error::last_os_error())));
+            return Err(Fail::from((
+                format!("setrlimit {}", r.typ()).as_str(),
+                std::io::Error::last_os_error(),
+            )));
         }
     }
     Ok(())
@@ -331,7 +422,12 @@ fn switch_user(process: &Process) -> Result<(), Fail> {
     let user = process.user();
     // SAFETY: keep the permitted set across the uid change; capset trims it right after.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    let groups: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+    let groups: Vec<Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {
         // With setgroups denied (an unprivileged user namespace) only an empty list is fine.
         if !(groups.is_empty() && e == nix::errno::Errno::EPERM) {
@@ -340,8 +436,14 @@ fn switch_user(process: &Process) -> Result<(), Fail> {
     }
     let gid = Gid::from_raw(user.gid());
     let uid = Uid::from_raw(user.uid());
-    ctx(&format!("setresgid({})", user.gid()), nix::unistd::setresgid(gid, gid, gid))?;
-    ctx(&format!("setresuid({})", user.uid()), nix::unistd::setresuid(uid, uid, uid))?;
+    ctx(
+        &format!("setresgid({})", user.gid()),
+        nix::unistd::setresgid(gid, gid, gid),
+    )?;
+    ctx(
+        &format!("setresuid({})", user.uid()),
+        nix::unistd::setresuid(uid, uid, uid),
+    )?;
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
     Ok(())
 }
@@ -376,7 +478,10 @@ fn find_executable(arg0: &str, env: &[String]) -> Result<CString, Fail> {
         if executable(p) {
             return Ok(CString::new(arg0).unwrap_or_default());
         }
-        return Err(Fail(format!("exec: {arg0:?}: no such executable file in the container"), libc::ENOENT));
+        return Err(Fail(
+            format!("exec: {arg0:?}: no such executable file in the container"),
+            libc::ENOENT,
+        ));
     }
     let path = env
         .iter()
@@ -388,7 +493,10 @@ fn find_executable(arg0: &str, env: &[String]) -> Result<CString, Fail> {
             return Ok(CString::new(candidate.as_os_str().as_encoded_bytes()).unwrap_or_default());
         }
     }
-    Err(Fail(format!("exec: {arg0:?}: executable file not found in $PATH"), libc::ENOENT))
+    Err(Fail(
+        format!("exec: {arg0:?}: executable file not found in $PATH"),
+        libc::ENOENT,
+    ))
 }
 
 /// Rust ignores SIGPIPE and the caller may have blocked signals; the container starts clean.

@@ -79,7 +79,11 @@ fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
 
 impl Plan {
     pub fn new(spec: &Spec) -> Result<Plan, ProcessError> {
-        let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+        let namespaces = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default();
         let mut joins = vec![];
         let mut new = CloneFlags::empty();
         for ns in &namespaces {
@@ -91,11 +95,12 @@ impl Plan {
                         .ok()
                         .and_then(|v| v.as_str().map(String::from))
                         .unwrap_or_else(|| ns.typ().to_string());
-                    let fd = open_namespace(p, flag).map_err(|source| ProcessError::NamespacePath {
-                        kind,
-                        path: p.clone(),
-                        source,
-                    })?;
+                    let fd =
+                        open_namespace(p, flag).map_err(|source| ProcessError::NamespacePath {
+                            kind,
+                            path: p.clone(),
+                            source,
+                        })?;
                     joins.push((flag, fd));
                 }
                 _ => new |= flag,
@@ -178,7 +183,9 @@ pub fn spawn(
     on_hook_point: &mut dyn FnMut(i32) -> Result<(), String>,
 ) -> Result<Spawned, ProcessError> {
     let (parent_end, child_end) = Channel::pair().map_err(ProcessError::Sync)?;
-    let child = match sys::fork_with_flags(args.plan.clone_flags.bits() as u64).map_err(ProcessError::Clone)? {
+    let child = match sys::fork_with_flags(args.plan.clone_flags.bits() as u64)
+        .map_err(ProcessError::Clone)?
+    {
         Forked::Child => {
             drop(parent_end);
             init::run(args, child_end)
@@ -190,11 +197,21 @@ pub fn spawn(
         init_pid: if args.plan.need_fork { 0 } else { child },
         intermediate: args.plan.need_fork.then_some(child),
     };
-    let result = drive(args, cgroup, &parent_end, child, &mut spawned, on_hook_point);
+    let result = drive(
+        args,
+        cgroup,
+        &parent_end,
+        child,
+        &mut spawned,
+        on_hook_point,
+    );
     if result.is_err() {
         for pid in [spawned.init_pid, child] {
             if pid > 0 {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
             }
         }
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
@@ -212,7 +229,8 @@ fn drive(
 ) -> Result<(), ProcessError> {
     cgroup.add_pid(child)?;
     if let Some(adj) = args.spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
-        std::fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string()).map_err(ProcessError::OomScoreAdj)?;
+        std::fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string())
+            .map_err(ProcessError::OomScoreAdj)?;
     }
     if args.plan.clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
         write_id_maps(args.spec, child)?;
@@ -233,7 +251,10 @@ fn drive(
                 let reply = match on_hook_point(spawned.init_pid) {
                     Ok(()) => Message::HooksDone,
                     Err(msg) => {
-                        let _ = chan.send(&Message::Error { msg: msg.clone(), errno: 0 });
+                        let _ = chan.send(&Message::Error {
+                            msg: msg.clone(),
+                            errno: 0,
+                        });
                         return Err(ProcessError::Hook(msg));
                     }
                 };
@@ -242,7 +263,9 @@ fn drive(
             Some(Message::Ready) => return Ok(()),
             Some(Message::Error { msg, errno }) => return Err(ProcessError::Init { msg, errno }),
             Some(other) => {
-                return Err(ProcessError::Sync(std::io::Error::other(format!("unexpected {other:?}"))))
+                return Err(ProcessError::Sync(std::io::Error::other(format!(
+                    "unexpected {other:?}"
+                ))))
             }
             None => return Err(ProcessError::InitDied),
         }

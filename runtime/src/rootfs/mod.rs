@@ -53,7 +53,13 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Ro
     }
 }
 
-fn do_mount(src: Option<&Path>, dest: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<()> {
+fn do_mount(
+    src: Option<&Path>,
+    dest: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
     mount(src, dest, fstype, flags, data).map_err(|errno| RootfsError::Mount {
         what: match (fstype, src) {
             (Some(t), _) => t.to_string(),
@@ -81,18 +87,30 @@ pub struct RootfsContext<'a> {
 
 /// Sets the propagation of `/` and makes the rootfs a mount point of its own.
 pub fn prepare_root(ctx: &RootfsContext) -> Result<()> {
-    let prop = match ctx.spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()) {
+    let prop = match ctx
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().clone())
+    {
         Some(p) if !p.is_empty() => propagation_option(&p).ok_or(RootfsError::Propagation(p))?,
         _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
     do_mount(None, Path::new("/"), None, prop, None)?;
     // pivot_root refuses a new root whose parent mount is shared.
     make_parent_private(ctx.rootfs)?;
-    do_mount(Some(ctx.rootfs), ctx.rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+    do_mount(
+        Some(ctx.rootfs),
+        ctx.rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
 }
 
 fn make_parent_private(rootfs: &Path) -> Result<()> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(io("read", Path::new("/proc/self/mountinfo")))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io("read", Path::new("/proc/self/mountinfo")))?;
     let mut best: Option<(String, bool)> = None;
     for line in info.lines() {
         let f: Vec<&str> = line.split(' ').collect();
@@ -101,7 +119,10 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
         }
         let mp = f[4];
         if rootfs.starts_with(mp) && best.as_ref().is_none_or(|(b, _)| mp.len() > b.len()) {
-            let shared = f[6..].iter().take_while(|x| **x != "-").any(|x| x.starts_with("shared:"));
+            let shared = f[6..]
+                .iter()
+                .take_while(|x| **x != "-")
+                .any(|x| x.starts_with("shared:"));
             best = Some((mp.to_string(), shared));
         }
     }
@@ -128,7 +149,11 @@ fn mount_entry(ctx: &RootfsContext, m: &Mount) -> Result<()> {
     let dest = secure_join(ctx.rootfs, m.destination()).map_err(io("resolve", m.destination()))?;
     if typ == "bind" || opts.is_bind() {
         let source = m.source().clone().unwrap_or_default();
-        let source = if source.is_absolute() { source } else { ctx.bundle.join(source) };
+        let source = if source.is_absolute() {
+            source
+        } else {
+            ctx.bundle.join(source)
+        };
         return bind_mount(ctx, &source, &dest, &opts);
     }
     match typ {
@@ -143,10 +168,20 @@ fn mount_entry(ctx: &RootfsContext, m: &Mount) -> Result<()> {
         _ => {}
     }
     mkdir_all(&dest)?;
-    let source = m.source().as_ref().map(|s| s.display().to_string()).unwrap_or_else(|| typ.to_string());
+    let source = m
+        .source()
+        .as_ref()
+        .map(|s| s.display().to_string())
+        .unwrap_or_else(|| typ.to_string());
     let flags = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
     let data = opts.data_string();
-    do_mount(Some(Path::new(&source)), &dest, Some(typ), flags, data.as_deref())?;
+    do_mount(
+        Some(Path::new(&source)),
+        &dest,
+        Some(typ),
+        flags,
+        data.as_deref(),
+    )?;
     finish_mount(&dest, &opts)
 }
 
@@ -198,7 +233,9 @@ fn remount_bind(dest: &Path, flags: MsFlags, userns: bool) -> Result<()> {
 
 fn locked_flags(path: &Path) -> MsFlags {
     use nix::sys::statvfs::{statvfs, FsFlags};
-    let Ok(st) = statvfs(path) else { return MsFlags::empty() };
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
     let f = st.flags();
     let mut out = MsFlags::empty();
     for (fs, ms) in [
@@ -226,16 +263,36 @@ fn mount_cgroups(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Resul
     let base = opts.flags - (MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC);
     let layout = ctx.cgroup_layout;
     if layout.is_unified_only() {
-        let fresh = ctx.cgroupns && do_mount(Some(Path::new("cgroup2")), dest, Some("cgroup2"), opts.flags, None).is_ok();
+        let fresh = ctx.cgroupns
+            && do_mount(
+                Some(Path::new("cgroup2")),
+                dest,
+                Some("cgroup2"),
+                opts.flags,
+                None,
+            )
+            .is_ok();
         if !fresh {
             if let Some(p) = ctx.cgroup_paths.first() {
-                do_mount(Some(p), dest, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+                do_mount(
+                    Some(p),
+                    dest,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
                 remount_bind(dest, base | (opts.flags & MsFlags::MS_RDONLY), ctx.userns)?;
             }
         }
         return finish_mount(dest, opts);
     }
-    do_mount(Some(Path::new("tmpfs")), dest, Some("tmpfs"), base, Some("mode=755"))?;
+    do_mount(
+        Some(Path::new("tmpfs")),
+        dest,
+        Some("tmpfs"),
+        base,
+        Some("mode=755"),
+    )?;
     for (h, host_path) in layout.hierarchies.iter().zip(ctx.cgroup_paths) {
         let name = if h.unified {
             "unified".to_string()
@@ -248,8 +305,22 @@ fn mount_cgroups(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Resul
         };
         let sub = dest.join(&name);
         mkdir_all(&sub)?;
-        do_mount(Some(host_path), &sub, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        remount_bind(&sub, base | if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() }, ctx.userns)?;
+        do_mount(
+            Some(host_path),
+            &sub,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        remount_bind(
+            &sub,
+            base | if ro {
+                MsFlags::MS_RDONLY
+            } else {
+                MsFlags::empty()
+            },
+            ctx.userns,
+        )?;
         if h.controllers.len() > 1 {
             for c in &h.controllers {
                 let link = dest.join(c.strip_prefix("name=").unwrap_or(c));
@@ -258,7 +329,13 @@ fn mount_cgroups(ctx: &RootfsContext, dest: &Path, opts: &MountOptions) -> Resul
         }
     }
     if ro {
-        do_mount(None, dest, None, base | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None)?;
+        do_mount(
+            None,
+            dest,
+            None,
+            base | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )?;
     }
     finish_mount(dest, opts)
 }
@@ -277,7 +354,10 @@ pub fn owns_dev(spec: &Spec) -> bool {
     !spec.mounts().iter().flatten().any(|m| {
         m.destination() == Path::new("/dev")
             && (m.typ().as_deref() == Some("bind")
-                || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind"))
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind"))
     })
 }
 
@@ -296,7 +376,16 @@ pub fn setup_dev(ctx: &RootfsContext) -> Result<()> {
         if spec_devices.iter().any(|d| d.path() == Path::new(path)) {
             continue;
         }
-        make_device(ctx, Path::new(path), LinuxDeviceType::C, *major, *minor, 0o666, 0, 0)?;
+        make_device(
+            ctx,
+            Path::new(path),
+            LinuxDeviceType::C,
+            *major,
+            *minor,
+            0o666,
+            0,
+            0,
+        )?;
     }
     for d in &spec_devices {
         let mode = d.file_mode().unwrap_or(0o666);
@@ -311,7 +400,8 @@ pub fn setup_dev(ctx: &RootfsContext) -> Result<()> {
             d.gid().unwrap_or(0),
         )?;
     }
-    let dev = secure_join(ctx.rootfs, Path::new("/dev")).map_err(io("resolve", Path::new("/dev")))?;
+    let dev =
+        secure_join(ctx.rootfs, Path::new("/dev")).map_err(io("resolve", Path::new("/dev")))?;
     for (target, link) in [
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),
@@ -355,17 +445,29 @@ fn make_device(
         _ => SFlag::S_IFCHR,
     };
     let _ = std::fs::remove_file(&dest);
-    mknod(&dest, kind, Mode::from_bits_truncate(mode), makedev(major, minor))
-        .map_err(|e| io("mknod", &dest)(e.into()))?;
+    mknod(
+        &dest,
+        kind,
+        Mode::from_bits_truncate(mode),
+        makedev(major, minor),
+    )
+    .map_err(|e| io("mknod", &dest)(e.into()))?;
     // mknod is subject to the umask; the spec's mode is exact.
-    std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))
-        .map_err(io("chmod", &dest))?;
-    nix::unistd::chown(&dest, Some(uid.into()), Some(gid.into())).map_err(|e| io("chown", &dest)(e.into()))
+    std::fs::set_permissions(
+        &dest,
+        std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+    )
+    .map_err(io("chmod", &dest))?;
+    nix::unistd::chown(&dest, Some(uid.into()), Some(gid.into()))
+        .map_err(|e| io("chown", &dest)(e.into()))
 }
 
 /// Makes `rootfs` the root: pivot_root, or MS_MOVE + chroot with `--no-pivot`.
 pub fn enter_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
-    let fail = |errno| RootfsError::Pivot { path: rootfs.to_path_buf(), errno };
+    let fail = |errno| RootfsError::Pivot {
+        path: rootfs.to_path_buf(),
+        errno,
+    };
     nix::unistd::chdir(rootfs).map_err(fail)?;
     if no_pivot {
         do_mount(Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
@@ -376,7 +478,13 @@ pub fn enter_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
         let old = std::fs::File::open("/").map_err(io("open", Path::new("/")))?;
         nix::unistd::pivot_root(".", ".").map_err(fail)?;
         nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&old)).map_err(fail)?;
-        do_mount(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+        do_mount(
+            None,
+            Path::new("."),
+            None,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None,
+        )?;
         umount2(".", MntFlags::MNT_DETACH).map_err(fail)?;
     }
     nix::unistd::chdir("/").map_err(fail)
@@ -386,11 +494,25 @@ pub fn enter_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
 pub fn mask_paths(paths: &[String]) -> Result<()> {
     for p in paths {
         let path = Path::new(p);
-        let Ok(md) = std::fs::symlink_metadata(path) else { continue };
+        let Ok(md) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
         if md.is_dir() {
-            do_mount(Some(Path::new("tmpfs")), path, Some("tmpfs"), MsFlags::MS_RDONLY, None)?;
+            do_mount(
+                Some(Path::new("tmpfs")),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            )?;
         } else {
-            do_mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None)?;
+            do_mount(
+                Some(Path::new("/dev/null")),
+                path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
         }
     }
     Ok(())
@@ -403,7 +525,13 @@ pub fn readonly_paths(paths: &[String], userns: bool) -> Result<()> {
         if std::fs::symlink_metadata(path).is_err() {
             continue;
         }
-        do_mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        do_mount(
+            Some(path),
+            path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
         remount_bind(path, MsFlags::MS_RDONLY, userns)?;
     }
     Ok(())

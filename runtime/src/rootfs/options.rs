@@ -150,8 +150,17 @@ mod tests {
 
     #[test]
     fn splits_flags_propagation_and_data() {
-        let o = parse(&["rbind", "ro", "nosuid", "rprivate", "mode=755", "size=65536k"]);
-        assert!(o.flags.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID));
+        let o = parse(&[
+            "rbind",
+            "ro",
+            "nosuid",
+            "rprivate",
+            "mode=755",
+            "size=65536k",
+        ]);
+        assert!(o.flags.contains(
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID
+        ));
         assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
         assert_eq!(o.data_string().as_deref(), Some("mode=755,size=65536k"));
         let o = parse(&["ro", "rw", "rro"]);

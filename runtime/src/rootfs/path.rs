@@ -67,9 +67,18 @@ mod tests {
         std::fs::create_dir_all(dir.join("a/b")).unwrap();
         std::os::unix::fs::symlink("/etc", dir.join("a/abs")).unwrap();
         std::os::unix::fs::symlink("../../../..", dir.join("a/up")).unwrap();
-        assert_eq!(secure_join(&dir, Path::new("/a/abs/passwd")).unwrap(), dir.join("etc/passwd"));
-        assert_eq!(secure_join(&dir, Path::new("/a/up/x")).unwrap(), dir.join("x"));
-        assert_eq!(secure_join(&dir, Path::new("../../a/b/new")).unwrap(), dir.join("a/b/new"));
+        assert_eq!(
+            secure_join(&dir, Path::new("/a/abs/passwd")).unwrap(),
+            dir.join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(&dir, Path::new("/a/up/x")).unwrap(),
+            dir.join("x")
+        );
+        assert_eq!(
+            secure_join(&dir, Path::new("../../a/b/new")).unwrap(),
+            dir.join("a/b/new")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
