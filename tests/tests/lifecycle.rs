@@ -162,3 +162,20 @@ fn version_and_features() {
         assert!(ns.contains(&want), "{ns:?}");
     }
 }
+
+#[test]
+fn init_never_exposes_the_host_binary() {
+    // CVE-2019-5736: a container process reaching the runtime through /proc/PID/exe must find
+    // only a sealed in-memory copy, never the binary on the host's disk.
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    let id = unique_id("cve");
+    rt.ok(&["create", "--bundle", bundle.path(), &id]);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(exe.to_string_lossy().starts_with("/memfd:lodge-runc"), "init runs from {}", exe.display());
+    let write = std::fs::OpenOptions::new().write(true).open(format!("/proc/{pid}/exe"));
+    assert!(write.is_err(), "the sealed copy is not writable");
+    rt.ok(&["delete", &id]);
+    rt.assert_no_residue(&id, &bundle);
+}
