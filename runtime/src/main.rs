@@ -237,7 +237,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
 
 /// CVE-2019-5736: commands that run code in a container re-exec from a sealed copy first.
 fn seal() -> Result<()> {
-    lodge_runtime::selfexe::ensure_sealed().context("re-executing from a sealed copy of lodge-runc")
+    lodge_runtime::selfexe::ensure_protected()
+        .context("re-executing from a protected copy of lodge-runc")
 }
 
 fn list(g: &Globals, format: ListFormat, quiet: bool) -> Result<()> {

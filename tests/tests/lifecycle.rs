@@ -1,5 +1,7 @@
 //! create → start → state → kill → delete, run, list, pid files and exit codes.
 
+use std::os::unix::fs::OpenOptionsExt;
+
 use lodge_tests::{unique_id, Bundle, Runtime};
 
 #[test]
@@ -165,17 +167,54 @@ fn version_and_features() {
 
 #[test]
 fn init_never_exposes_the_host_binary() {
-    // CVE-2019-5736: a container process reaching the runtime through /proc/PID/exe must find
-    // only a sealed in-memory copy, never the binary on the host's disk.
+    for fallback in [false, true] {
+        check_binary_protection(fallback);
+    }
+}
+
+fn check_binary_protection(memfd_fallback: bool) {
+    // CVE-2019-5736: a container process grabs the runtime through /proc/PID/exe (O_PATH) and
+    // reopens it for writing once the runtime is gone. It must get a read-only mount (EROFS) or
+    // a sealed memfd (EPERM), never the writable binary on the host's disk.
     let rt = Runtime::new();
     let bundle = Bundle::new(&["true"]);
     let id = unique_id("cve");
-    rt.ok(&["create", "--bundle", bundle.path(), &id]);
+    let mut create = rt.command(&["create", "--bundle", bundle.path(), &id]);
+    if memfd_fallback {
+        create.env("LODGE_SELF_PROTECT", "memfd");
+    }
+    let out = create
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(out.success());
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert!(exe.to_string_lossy().starts_with("/memfd:lodge-runc"), "init runs from {}", exe.display());
-    let write = std::fs::OpenOptions::new().write(true).open(format!("/proc/{pid}/exe"));
-    assert!(write.is_err(), "the sealed copy is not writable");
+    assert_eq!(
+        exe.to_string_lossy().starts_with("/memfd:lodge-runc"),
+        memfd_fallback,
+        "{}",
+        exe.display()
+    );
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{pid}/exe"))
+        .unwrap();
     rt.ok(&["delete", &id]);
     rt.assert_no_residue(&id, &bundle);
+    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle));
+    // Writing back the file's own first byte: harmless even if the protection were missing.
+    let first = std::fs::read(&path).unwrap()[0];
+    let errno = match std::fs::OpenOptions::new().write(true).open(&path) {
+        Err(e) => e.raw_os_error(),
+        Ok(f) => std::os::unix::fs::FileExt::write_at(&f, &[first], 0)
+            .err()
+            .and_then(|e| e.raw_os_error()),
+    };
+    assert!(
+        matches!(errno, Some(libc::EROFS) | Some(libc::EPERM)),
+        "reopening the runtime's binary for writing: {errno:?}"
+    );
 }
