@@ -222,3 +222,71 @@ fn joins_a_namespace_by_path() {
     rt.ok(&["delete", "--force", &pod]);
     rt.assert_no_residue(&pod, &first);
 }
+
+#[test]
+fn oom_score_adj_and_time_namespace() {
+    let rt = Runtime::new();
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /proc/self/oom_score_adj; readlink /proc/self/ns/time",
+    ]);
+    bundle.edit(|c| {
+        c["process"]["oomScoreAdj"] = 500.into();
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "time"}));
+    });
+    let out = run_ok(&rt, &bundle);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "500");
+    let host = std::fs::read_link("/proc/self/ns/time").unwrap();
+    assert_ne!(lines[1], host.to_str().unwrap(), "a new time namespace");
+}
+
+#[test]
+fn preserve_fds_passes_extra_descriptors() {
+    use std::os::unix::process::CommandExt;
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat <&3; test -e /proc/self/fd/4 && echo fd4-leaked; true",
+    ]);
+    let data = std::path::Path::new(lodge_tests::WORK).join(unique_id("fd"));
+    std::fs::write(&data, "through fd 3\n").unwrap();
+    let file = std::fs::File::open(&data).unwrap();
+    let leak = std::fs::File::open(&data).unwrap();
+    let (f3, f4) = (
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        std::os::fd::AsRawFd::as_raw_fd(&leak),
+    );
+    let id = unique_id("pfd");
+    let mut cmd = rt.command(&["run", "--preserve-fds", "1", "--bundle", bundle.path(), &id]);
+    // SAFETY: only dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto the same number keeps close-on-exec: clear it explicitly.
+            for (from, to) in [(f3, 3), (f4, 4)] {
+                if libc::dup2(from, to) < 0 || libc::fcntl(to, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "through fd 3\n",
+        "fd 3 passed, fd 4 not"
+    );
+    rt.assert_no_residue(&id, &bundle);
+    std::fs::remove_file(data).unwrap();
+}

@@ -192,3 +192,31 @@ fn symlinked_mount_destinations_stay_inside_the_rootfs() {
     );
     std::fs::remove_dir_all(&escape).unwrap();
 }
+
+#[test]
+fn recursive_readonly_and_propagation_options() {
+    let rt = Runtime::new();
+    let host_dir = std::path::Path::new(lodge_tests::WORK).join(unique_id("rro"));
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "touch /data/x 2>/dev/null && echo writable; grep ' /data ' /proc/self/mountinfo",
+    ]);
+    let src = host_dir.to_str().unwrap().to_string();
+    bundle.edit(|c| {
+        c["linux"]["rootfsPropagation"] = "private".into();
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "bind", "source": src, "options": ["rbind", "rro", "rnoexec", "rslave"]}));
+    });
+    let (code, out, err) = run(&rt, &bundle);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("writable"), "{out}");
+    let line = out.lines().next().unwrap();
+    let opts = line.split_whitespace().nth(5).unwrap();
+    assert!(
+        opts.split(',').any(|o| o == "ro") && opts.split(',').any(|o| o == "noexec"),
+        "{line}"
+    );
+    assert!(line.contains("master:"), "rslave: {line}");
+    std::fs::remove_dir_all(&host_dir).unwrap();
+}
