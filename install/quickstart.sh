@@ -9,10 +9,14 @@ if [ "$(id -u)" != 0 ]; then
 fi
 step() { printf '\n== %s\n' "$*"; }
 
-step "installing Debian packages (busybox-static)"
-if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed"; then
+step "installing Debian packages (busybox-static, libseccomp-dev, pkg-config)"
+need=()
+for pkg in busybox-static libseccomp-dev pkg-config; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.80)" >&2; exit 1; }
 

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod ops;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod selfexe;
 pub mod signal;
 pub mod spec;

@@ -150,9 +150,6 @@ fn create_in(
 /// Security settings this build does not apply yet are never dropped silently.
 fn warn_unapplied(spec: &oci_spec::runtime::Spec) {
     let linux = spec.linux().as_ref();
-    if linux.and_then(|l| l.seccomp().as_ref()).is_some() {
-        tracing::warn!("linux.seccomp is not applied yet by this lodge-runc: the container runs without a seccomp filter");
-    }
     let apparmor_on = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .is_ok_and(|s| s.starts_with('Y'));
     let profile = spec

@@ -91,6 +91,7 @@ fn mask(set: &Option<Capabilities>) -> u64 {
 }
 
 /// The five sets as bit masks, restricted to what we hold.
+#[derive(Clone)]
 pub struct CapSets {
     pub bounding: u64,
     pub effective: u64,
@@ -116,6 +117,17 @@ impl CapSets {
             permitted: mask(c.permitted()),
             inheritable: mask(c.inheritable()),
             ambient: mask(c.ambient()),
+        }
+    }
+
+    /// These sets plus CAP_SYS_ADMIN in effective and permitted (for loading a seccomp filter
+    /// without no_new_privs; dropped again right after).
+    pub fn with_sys_admin(&self) -> CapSets {
+        const CAP_SYS_ADMIN: u64 = 1 << 21;
+        CapSets {
+            effective: self.effective | CAP_SYS_ADMIN,
+            permitted: self.permitted | CAP_SYS_ADMIN,
+            ..self.clone()
         }
     }
 

@@ -189,12 +189,25 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         }
     }
 
+    let filter = match linux.seccomp() {
+        Some(s) => Some(crate::seccomp::build(s).map_err(|e| Fail(e.to_string(), 0))?),
+        None => None,
+    };
+    let nnp = process.no_new_privileges() == Some(true);
+
     set_rlimits(process)?;
     let caps = CapSets::from_spec(process.capabilities().as_ref());
     ctx("dropping bounding capabilities", caps.apply_bounding())?;
     switch_user(process)?;
-    ctx("setting capabilities", caps.apply_process())?;
-    if process.no_new_privileges() == Some(true) {
+    // Loading a filter without no_new_privs needs CAP_SYS_ADMIN; keep it only until then.
+    let keep_admin = filter.is_some() && !nnp;
+    let setup_caps = if keep_admin {
+        caps.with_sys_admin()
+    } else {
+        caps.clone()
+    };
+    ctx("setting capabilities", setup_caps.apply_process())?;
+    if nnp {
         // SAFETY: plain prctl.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(Fail::from((
@@ -272,6 +285,20 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     reset_signals();
     if let Err(e) = sys::cloexec_from(3 + args.preserve_fds) {
         report(&mut conn, format!("closing file descriptors: {e}"));
+    }
+    // The seccomp filter goes last, so the runtime's own syscalls are never filtered.
+    if let Some(filter) = &filter {
+        if let Err(e) = filter.load() {
+            report(&mut conn, format!("loading the seccomp filter: {e}"));
+        }
+        if keep_admin {
+            if let Err(e) = caps.apply_process() {
+                report(
+                    &mut conn,
+                    format!("dropping CAP_SYS_ADMIN after loading the seccomp filter: {e}"),
+                );
+            }
+        }
     }
     let argv_ptrs: Vec<*const libc::c_char> = argv
         .iter()
