@@ -206,7 +206,7 @@ fn recursive_readonly_and_propagation_options() {
     let src = host_dir.to_str().unwrap().to_string();
     bundle.edit(|c| {
         c["linux"]["rootfsPropagation"] = "private".into();
-        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "bind", "source": src, "options": ["rbind", "rro", "rnoexec", "rslave"]}));
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "bind", "source": src, "options": ["rbind", "rro", "rnoexec", "rshared"]}));
     });
     let (code, out, err) = run(&rt, &bundle);
     assert_eq!(code, 0, "{err}");
@@ -217,6 +217,6 @@ fn recursive_readonly_and_propagation_options() {
         opts.split(',').any(|o| o == "ro") && opts.split(',').any(|o| o == "noexec"),
         "{line}"
     );
-    assert!(line.contains("master:"), "rslave: {line}");
+    assert!(line.contains("shared:"), "rshared: {line}");
     std::fs::remove_dir_all(&host_dir).unwrap();
 }
