@@ -36,21 +36,44 @@ if [ ! -x "$bundle/rootfs/bin/sh" ]; then
     done
     echo "root:x:0:0:root:/root:/bin/sh" > "$bundle/rootfs/etc/passwd"
 fi
-rm -f "$bundle/config.json"
-lodge-runc spec --bundle "$bundle"
-# Not a terminal; a user namespace so root inside is an unprivileged user outside.
-python3 - "$bundle/config.json" <<'PY'
-import json, sys
-path = sys.argv[1]
-c = json.load(open(path))
-c["process"]["terminal"] = False
-c["process"]["args"] = ["sh", "-c", "echo \"hello from $(hostname): uid $(id -u) inside, mapped as: $(cat /proc/self/uid_map | tr -s ' ')\""]
-c["hostname"] = "lodge"
-c["linux"]["namespaces"].append({"type": "user"})
-c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-json.dump(c, open(path, "w"), indent=2)
-PY
+# runc's default config, not a terminal, with a user namespace so root inside is an
+# unprivileged user (100000) outside.
+cat > "$bundle/config.json" <<'JSON'
+{
+  "ociVersion": "1.0.2",
+  "process": {
+    "terminal": false,
+    "user": {"uid": 0, "gid": 0},
+    "args": ["sh", "-c", "echo \"hello from $(hostname): uid $(id -u) inside, mapped as: $(tr -s ' ' < /proc/self/uid_map)\""],
+    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    "cwd": "/",
+    "capabilities": {
+      "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+      "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+      "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    },
+    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+    "noNewPrivileges": true
+  },
+  "root": {"path": "rootfs", "readonly": true},
+  "hostname": "lodge",
+  "mounts": [
+    {"destination": "/proc", "type": "proc", "source": "proc"},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+  ],
+  "linux": {
+    "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+    "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+    "resources": {"devices": [{"allow": false, "access": "rwm"}], "pids": {"limit": 64}},
+    "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}, {"type": "user"}],
+    "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+    "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+  }
+}
+JSON
 
 step "running it: lodge-runc run --bundle $bundle quickstart"
 lodge-runc run --bundle "$bundle" "quickstart-$$"
