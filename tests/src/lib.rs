@@ -83,15 +83,7 @@ pub struct Bundle {
 impl Bundle {
     /// A bundle with `lodge-runc spec`'s config, terminal off, running `args`.
     pub fn new(args: &[&str]) -> Bundle {
-        let dir = Path::new(WORK).join("bundles").join(unique_id("b"));
-        fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(busybox_template())
-            .arg(dir.join("rootfs"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "copying the busybox rootfs");
+        let dir = fresh_bundle_dir("b");
         let out = Command::new(runtime_bin())
             .arg("spec")
             .arg("--bundle")
@@ -114,15 +106,7 @@ impl Bundle {
 
     /// A bundle whose config.json is exactly what `lodge-runc spec [--rootless]` wrote.
     pub fn from_spec_command(rootless: bool) -> Bundle {
-        let dir = Path::new(WORK).join("bundles").join(unique_id("s"));
-        fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("cp")
-            .arg("-a")
-            .arg(busybox_template())
-            .arg(dir.join("rootfs"))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let dir = fresh_bundle_dir("s");
         let mut cmd = Command::new(runtime_bin());
         cmd.arg("spec").current_dir(&dir);
         if rootless {
@@ -176,19 +160,38 @@ impl Bundle {
 
 impl Drop for Bundle {
     fn drop(&mut self) {
-        // Never walk into a mount: unmount whatever is left below the bundle, deepest first.
-        let mut mounts = mounts_under(&self.dir);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        if mounts_under(&self.dir).is_empty() {
-            let _ = Command::new("rm")
-                .arg("-rf")
-                .arg("--one-file-system")
-                .arg(&self.dir)
-                .status();
-        }
+        remove_tree(&self.dir);
+    }
+}
+
+/// A new bundle directory holding a copy of the busybox rootfs.
+fn fresh_bundle_dir(prefix: &str) -> PathBuf {
+    let dir = Path::new(WORK).join("bundles").join(unique_id(prefix));
+    fs::create_dir_all(&dir).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_template())
+        .arg(dir.join("rootfs"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "copying the busybox rootfs");
+    dir
+}
+
+/// Removes a directory tree without ever walking into a mount: whatever is mounted below it is
+/// unmounted first, deepest first, and nothing is removed while a mount remains.
+pub fn remove_tree(dir: &Path) {
+    let mut mounts = mounts_under(dir);
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    if mounts_under(dir).is_empty() {
+        let _ = Command::new("rm")
+            .arg("-rf")
+            .arg("--one-file-system")
+            .arg(dir)
+            .status();
     }
 }
 
@@ -292,6 +295,15 @@ impl Runtime {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Runs a container in the foreground under a fresh id and checks it left nothing behind;
+    /// returns (exit code, stdout, stderr).
+    pub fn run_clean(&self, bundle: &Bundle) -> (i32, String, String) {
+        let id = unique_id("c");
+        let r = self.run_container(&id, bundle);
+        self.assert_no_residue(&id, bundle);
+        r
     }
 
     /// Waits until `id` reaches `status` (up to 10 s).

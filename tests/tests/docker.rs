@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lodge_tests::{busybox_template, mounts_under, runtime_bin, unique_id, WORK};
+use lodge_tests::{busybox_template, remove_tree, runtime_bin, unique_id, WORK};
 
 struct Dockerd {
     dir: PathBuf,
@@ -61,16 +61,22 @@ impl Dockerd {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
 
-    fn docker(&self, args: &[&str]) -> std::process::Output {
+    /// A docker client command talking to this daemon.
+    fn client(&self) -> Command {
         // Debian's client matches Debian's daemon.
         let client = if Path::new("/usr/bin/docker").exists() {
             "/usr/bin/docker"
         } else {
             "docker"
         };
-        Command::new(client)
-            .arg("--host")
-            .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
+        let mut c = Command::new(client);
+        c.arg("--host")
+            .arg(format!("unix://{}", self.dir.join("docker.sock").display()));
+        c
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        self.client()
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -102,14 +108,8 @@ impl Dockerd {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        let client = if Path::new("/usr/bin/docker").exists() {
-            "/usr/bin/docker"
-        } else {
-            "docker"
-        };
-        let st = Command::new(client)
-            .arg("--host")
-            .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
+        let st = self
+            .client()
             .args(["import", "-", tag])
             .stdin(tar.stdout.take().unwrap())
             .stdout(Stdio::null())
@@ -131,18 +131,7 @@ impl Drop for Dockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let mut mounts = mounts_under(&self.dir);
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in &mounts {
-            let _ = Command::new("umount").arg("-l").arg(m).status();
-        }
-        if mounts_under(&self.dir).is_empty() {
-            let _ = Command::new("rm")
-                .arg("-rf")
-                .arg("--one-file-system")
-                .arg(&self.dir)
-                .status();
-        }
+        remove_tree(&self.dir);
     }
 }
 

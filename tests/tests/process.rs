@@ -5,10 +5,8 @@ use lodge_tests::{unique_id, Bundle, Runtime};
 use serde_json::json;
 
 fn run_ok(rt: &Runtime, bundle: &Bundle) -> String {
-    let id = unique_id("p");
-    let (code, out, err) = rt.run_container(&id, bundle);
+    let (code, out, err) = rt.run_clean(bundle);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    rt.assert_no_residue(&id, bundle);
     out
 }
 

@@ -3,13 +3,6 @@
 use lodge_tests::{unique_id, Bundle, Runtime};
 use serde_json::json;
 
-fn run(rt: &Runtime, bundle: &Bundle) -> (i32, String, String) {
-    let id = unique_id("fs");
-    let r = rt.run_container(&id, bundle);
-    rt.assert_no_residue(&id, bundle);
-    r
-}
-
 #[test]
 fn readonly_root() {
     let rt = Runtime::new();
@@ -19,14 +12,14 @@ fn readonly_root() {
         "touch /newfile && echo wrote; touch /tmp/x; echo done",
     ]);
     bundle.edit(|c| c["root"]["readonly"] = true.into());
-    let (code, out, err) = run(&rt, &bundle);
+    let (code, out, err) = rt.run_clean(&bundle);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "done\n", "writes to a read-only root must fail");
     assert!(err.contains("Read-only file system"), "{err}");
     assert!(!bundle.rootfs().join("newfile").exists());
 
     bundle.edit(|c| c["root"]["readonly"] = false.into());
-    let (code, out, _) = run(&rt, &bundle);
+    let (code, out, _) = rt.run_clean(&bundle);
     assert_eq!((code, out.as_str()), (0, "wrote\ndone\n"));
 }
 
@@ -52,7 +45,7 @@ fn masked_and_readonly_paths() {
         c["process"]["capabilities"] =
             json!({"bounding": caps, "effective": caps, "permitted": caps});
     });
-    let (code, out, err) = run(&rt, &bundle);
+    let (code, out, err) = rt.run_clean(&bundle);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
     assert_eq!(
@@ -79,7 +72,7 @@ fn bind_mounts_with_options() {
         mounts.push(json!({"destination": "/data", "type": "bind", "source": src, "options": ["rbind", "ro", "nosuid", "nodev", "noexec", "rprivate"]}));
         mounts.push(json!({"destination": "/data2", "type": "none", "source": src, "options": ["bind", "rw"]}));
     });
-    let (code, out, err) = run(&rt, &bundle);
+    let (code, out, err) = rt.run_clean(&bundle);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "from host");
@@ -104,7 +97,7 @@ fn dev_has_the_default_devices_and_links() {
         "for d in null zero full random urandom tty; do test -c /dev/$d || echo missing $d; done; \
          for l in fd stdin ptmx; do readlink /dev/$l; done; echo x > /dev/null && head -c 4 /dev/zero | wc -c",
     ]);
-    let (code, out, err) = run(&rt, &bundle);
+    let (code, out, err) = rt.run_clean(&bundle);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out, "/proc/self/fd\n/proc/self/fd/0\npts/ptmx\n4\n",
@@ -124,7 +117,7 @@ fn extra_devices_from_the_spec() {
         c["linux"]["devices"] = json!([{"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 438, "uid": 0, "gid": 0}]);
         c["linux"]["resources"]["devices"].as_array_mut().unwrap().push(json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}));
     });
-    let (code, out, err) = run(&rt, &bundle);
+    let (code, out, err) = rt.run_clean(&bundle);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "1:3 666 0\nok\n");
 }
@@ -144,7 +137,7 @@ fn device_cgroup_denies_other_devices() {
         c["process"]["capabilities"] =
             json!({"bounding": caps, "effective": caps, "permitted": caps});
     });
-    let (_, out, err) = run(&rt, &bundle);
+    let (_, out, err) = rt.run_clean(&bundle);
     assert!(
         !out.contains("READ"),
         "reading /dev/mem must be denied: {out} {err}"
@@ -180,7 +173,7 @@ fn symlinked_mount_destinations_stay_inside_the_rootfs() {
             .unwrap()
             .push(json!({"destination": "/evil", "type": "tmpfs", "source": "tmpfs"}));
     });
-    let (code, _, err) = run(&rt, &bundle);
+    let (code, _, err) = rt.run_clean(&bundle);
     assert_eq!(code, 0, "{err}");
     assert!(lodge_tests::mounts_under(&escape).is_empty());
     assert!(
@@ -208,7 +201,7 @@ fn recursive_readonly_and_propagation_options() {
         c["linux"]["rootfsPropagation"] = "private".into();
         c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "bind", "source": src, "options": ["rbind", "rro", "rnoexec", "rshared"]}));
     });
-    let (code, out, err) = run(&rt, &bundle);
+    let (code, out, err) = rt.run_clean(&bundle);
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("writable"), "{out}");
     let line = out.lines().next().unwrap();

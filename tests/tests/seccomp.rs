@@ -4,13 +4,6 @@
 use lodge_tests::{unique_id, Bundle, Runtime};
 use serde_json::json;
 
-fn run(rt: &Runtime, bundle: &Bundle) -> (i32, String, String) {
-    let id = unique_id("sc");
-    let r = rt.run_container(&id, bundle);
-    rt.assert_no_residue(&id, bundle);
-    r
-}
-
 #[test]
 fn errno_rules_with_and_without_errno_ret() {
     let rt = Runtime::new();
@@ -30,7 +23,7 @@ fn errno_rules_with_and_without_errno_ret() {
             ]
         });
     });
-    let (code, out, err) = run(&rt, &bundle);
+    let (code, out, err) = rt.run_clean(&bundle);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "mkdir-denied\nchmod-denied\nstill-alive\n");
     assert!(
@@ -59,7 +52,7 @@ fn argument_conditions() {
                           "args": [{"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}]}]
         });
     });
-    let (code, out, err) = run(&rt, &bundle);
+    let (code, out, err) = rt.run_clean(&bundle);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "usr1-denied\nsig0-allowed\n");
 }
@@ -78,7 +71,7 @@ fn kill_action_kills_the_process() {
             "syscalls": [{"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_KILL_PROCESS"}]
         });
     });
-    let (code, out, _) = run(&rt, &bundle);
+    let (code, out, _) = rt.run_clean(&bundle);
     // The inner shell dies of SIGSYS (31) at chmod; the outer one carries on.
     assert_eq!(code, 0);
     assert_eq!(out, "before\nstatus 159\n");
@@ -100,7 +93,7 @@ fn a_user_without_no_new_privs_gets_the_filter_but_not_cap_sys_admin() {
             "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
         });
     });
-    let (code, out, err) = run(&rt, &bundle);
+    let (code, out, err) = rt.run_clean(&bundle);
     assert_eq!(code, 0, "{err}");
     let field = |f: &str| {
         out.lines()
