@@ -207,12 +207,22 @@ fn check_binary_protection(memfd_fallback: bool) {
     let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&handle));
     // Writing back the file's own first byte: harmless even if the protection were missing.
     let first = std::fs::read(&path).unwrap()[0];
-    let errno = match std::fs::OpenOptions::new().write(true).open(&path) {
+    let try_write = || match std::fs::OpenOptions::new().write(true).open(&path) {
         Err(e) => e.raw_os_error(),
         Ok(f) => std::os::unix::fs::FileExt::write_at(&f, &[first], 0)
             .err()
             .and_then(|e| e.raw_os_error()),
     };
+    // ETXTBSY only says some lodge-runc (another test's) is running the same file right now;
+    // the attack waits for a quiet moment, and so does the test.
+    let mut errno = try_write();
+    for _ in 0..500 {
+        if errno != Some(libc::ETXTBSY) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        errno = try_write();
+    }
     assert!(
         matches!(errno, Some(libc::EROFS) | Some(libc::EPERM)),
         "reopening the runtime's binary for writing: {errno:?}"
