@@ -52,6 +52,8 @@ pub struct Hierarchy {
 #[derive(Debug, Clone, Default)]
 pub struct Layout {
     pub hierarchies: Vec<Hierarchy>,
+    /// Controllers the unified hierarchy offers (its root's cgroup.controllers), read once.
+    v2_controllers: Vec<String>,
 }
 
 impl Layout {
@@ -118,6 +120,11 @@ impl Layout {
         if layout.hierarchies.is_empty() {
             return Err(CgroupError::NoHierarchy);
         }
+        if let Some(u) = layout.unified() {
+            let offered = std::fs::read_to_string(u.mountpoint.join("cgroup.controllers"))
+                .unwrap_or_default();
+            layout.v2_controllers = offered.split_whitespace().map(String::from).collect();
+        }
         Ok(layout)
     }
 
@@ -138,11 +145,7 @@ impl Layout {
 
     /// Whether `controller` is managed through the unified hierarchy on this host.
     fn on_v2(&self, controller: &str) -> bool {
-        self.v1(controller).is_none()
-            && self.unified().is_some_and(|u| {
-                std::fs::read_to_string(u.mountpoint.join("cgroup.controllers"))
-                    .is_ok_and(|s| s.split_whitespace().any(|c| c == controller))
-            })
+        self.v1(controller).is_none() && self.v2_controllers.iter().any(|c| c == controller)
     }
 }
 
