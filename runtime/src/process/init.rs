@@ -19,7 +19,7 @@ use crate::rootfs::{self, RootfsContext};
 use crate::sys::{self, Forked};
 
 /// A failure inside init: a message and the errno behind it (0 if none).
-struct Fail(String, i32);
+pub(super) struct Fail(pub(super) String, pub(super) i32);
 
 impl<E: Into<std::io::Error>> From<(&str, E)> for Fail {
     fn from((what, e): (&str, E)) -> Fail {
@@ -28,7 +28,7 @@ impl<E: Into<std::io::Error>> From<(&str, E)> for Fail {
     }
 }
 
-fn ctx<T, E: Into<std::io::Error>>(what: &str, r: Result<T, E>) -> Result<T, Fail> {
+pub(super) fn ctx<T, E: Into<std::io::Error>>(what: &str, r: Result<T, E>) -> Result<T, Fail> {
     r.map_err(|e| Fail::from((what, e)))
 }
 
@@ -189,51 +189,7 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         }
     }
 
-    let filter = match linux.seccomp() {
-        Some(s) => Some(crate::seccomp::build(s).map_err(|e| Fail(e.to_string(), 0))?),
-        None => None,
-    };
-    let nnp = process.no_new_privileges() == Some(true);
-
-    set_rlimits(process)?;
-    let caps = CapSets::from_spec(process.capabilities().as_ref());
-    ctx("dropping bounding capabilities", caps.apply_bounding())?;
-    switch_user(process)?;
-    // Loading a filter without no_new_privs needs CAP_SYS_ADMIN; keep it only until then.
-    let keep_admin = filter.is_some() && !nnp;
-    let setup_caps = if keep_admin {
-        caps.with_sys_admin()
-    } else {
-        caps.clone()
-    };
-    ctx("setting capabilities", setup_caps.apply_process())?;
-    if nnp {
-        // SAFETY: plain prctl.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(Fail::from((
-                "no_new_privs",
-                std::io::Error::last_os_error(),
-            )));
-        }
-    }
-    ctx(
-        &format!("chdir {}", process.cwd().display()),
-        nix::unistd::chdir(process.cwd()),
-    )?;
-    let env = environment(process);
-    let argv: Vec<CString> = process
-        .args()
-        .iter()
-        .flatten()
-        .map(|a| CString::new(a.as_str()).unwrap_or_default())
-        .collect();
-    let exe = find_executable(&process.args().as_ref().expect("validated")[0], &env)?;
-    let envp: Vec<CString> = env
-        .iter()
-        .map(|e| CString::new(e.as_str()).unwrap_or_default())
-        .collect();
-    // SAFETY: umask never fails.
-    unsafe { libc::umask(process.user().umask().unwrap_or(0o022) as libc::mode_t) };
+    let prepared = prepare(process, linux.seccomp().as_ref())?;
 
     ctx("sync", chan.send(&Message::Ready))?;
     // Block until `start` connects to the exec socket.
@@ -283,62 +239,116 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         }
     }
     reset_signals();
-    if let Err(e) = sys::cloexec_from(3 + args.preserve_fds) {
-        report(&mut conn, format!("closing file descriptors: {e}"));
-    }
-    // The seccomp filter goes last, so the runtime's own syscalls are never filtered.
-    if let Some(filter) = &filter {
-        if let Err(e) = filter.load() {
-            report(&mut conn, format!("loading the seccomp filter: {e}"));
+    let err = prepared.exec(args.preserve_fds);
+    report(&mut conn, err)
+}
+
+/// A process ready to execve: path resolved, environment built, privileges dropped — except
+/// CAP_SYS_ADMIN while a seccomp filter still has to be loaded without no_new_privs.
+pub(super) struct Prepared {
+    exe: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    filter: Option<libseccomp::ScmpFilterContext>,
+    caps: CapSets,
+    keep_admin: bool,
+}
+
+/// Applies rlimits, the bounding set, the user, capabilities, no_new_privs, cwd and umask, and
+/// resolves the executable in the (already entered) container root. Shared by init and exec.
+pub(super) fn prepare(process: &Process, seccomp: Option<&oci_spec::runtime::LinuxSeccomp>) -> Result<Prepared, Fail> {
+    let filter = match seccomp {
+        Some(s) => Some(crate::seccomp::build(s).map_err(|e| Fail(e.to_string(), 0))?),
+        None => None,
+    };
+    let nnp = process.no_new_privileges() == Some(true);
+    set_rlimits(process)?;
+    let caps = CapSets::from_spec(process.capabilities().as_ref());
+    ctx("dropping bounding capabilities", caps.apply_bounding())?;
+    switch_user(process)?;
+    // Loading a filter without no_new_privs needs CAP_SYS_ADMIN; keep it only until then.
+    let keep_admin = filter.is_some() && !nnp;
+    let setup_caps = if keep_admin { caps.with_sys_admin() } else { caps.clone() };
+    ctx("setting capabilities", setup_caps.apply_process())?;
+    if nnp {
+        // SAFETY: plain prctl.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(Fail::from(("no_new_privs", std::io::Error::last_os_error())));
         }
-        if keep_admin {
-            if let Err(e) = caps.apply_process() {
-                report(
-                    &mut conn,
-                    format!("dropping CAP_SYS_ADMIN after loading the seccomp filter: {e}"),
-                );
+    }
+    ctx(&format!("chdir {}", process.cwd().display()), nix::unistd::chdir(process.cwd()))?;
+    let env = environment(process);
+    let args = process.args().clone().unwrap_or_default();
+    let first = args.first().ok_or_else(|| Fail("process.args must not be empty".into(), libc::EINVAL))?;
+    let exe = find_executable(first, &env)?;
+    let cstrings = |v: &[String]| v.iter().map(|a| CString::new(a.as_str()).unwrap_or_default()).collect();
+    // SAFETY: umask never fails.
+    unsafe { libc::umask(process.user().umask().unwrap_or(0o022) as libc::mode_t) };
+    Ok(Prepared {
+        exe,
+        argv: cstrings(&args),
+        envp: cstrings(&env),
+        filter,
+        caps,
+        keep_admin,
+    })
+}
+
+impl Prepared {
+    /// The seccomp filter goes last, so none of the runtime's own syscalls are filtered; then
+    /// fds above the preserved ones are closed on exec. Returns only if execve failed.
+    pub(super) fn exec(self, preserve_fds: i32) -> String {
+        if let Some(filter) = &self.filter {
+            if let Err(e) = filter.load() {
+                return format!("loading the seccomp filter: {e}");
+            }
+            if self.keep_admin {
+                if let Err(e) = self.caps.apply_process() {
+                    return format!("dropping CAP_SYS_ADMIN after loading the seccomp filter: {e}");
+                }
             }
         }
+        if let Err(e) = sys::cloexec_from(3 + preserve_fds) {
+            return format!("closing file descriptors: {e}");
+        }
+        let argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+        let envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+        // SAFETY: NULL-terminated argv/envp that outlive the call.
+        unsafe { libc::execve(self.exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        format!("exec {:?}: {}", self.exe, std::io::Error::last_os_error())
     }
-    let argv_ptrs: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let envp_ptrs: Vec<*const libc::c_char> = envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    // SAFETY: NULL-terminated argv/envp that outlive the call.
-    unsafe { libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-    let e = std::io::Error::last_os_error();
-    report(&mut conn, format!("exec {:?}: {e}", exe))
 }
 
 /// Opens a pty in the container's devpts, hands the master to the console socket (as runc
-/// does, SCM_RIGHTS), binds the slave to /dev/console and makes it the controlling terminal.
+/// does, SCMP_RIGHTS with "/dev/ptmx" as payload), binds the slave to /dev/console and makes it
+/// the controlling terminal and stdio.
 fn setup_console(sock: RawFd, process: &Process) -> Result<(), Fail> {
+    let (slave, slave_path) = open_terminal(sock, process)?;
+    let console = Path::new("/dev/console");
+    if !console.exists() {
+        ctx("create /dev/console", std::fs::File::create(console))?;
+    }
+    ctx(
+        "mount /dev/console",
+        nix::mount::mount(Some(slave_path.as_str()), console, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>),
+    )?;
+    make_controlling_terminal(&slave)
+}
+
+/// Opens a new pty from /dev/ptmx, sends its master over `sock` and closes `sock`.
+/// Returns the slave and its path.
+pub(super) fn open_terminal(sock: RawFd, process: &Process) -> Result<(std::fs::File, String), Fail> {
     let master = ctx(
         "open /dev/ptmx",
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags_noctty()
-            .open("/dev/ptmx"),
+        std::fs::OpenOptions::new().read(true).write(true).custom_flags_noctty().open("/dev/ptmx"),
     )?;
     let m = master.as_raw_fd();
     let unlock: libc::c_int = 0;
     let mut n: libc::c_uint = 0;
     // SAFETY: pty ioctls on our master fd with valid pointers.
     unsafe {
-        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0
-            || libc::ioctl(m, libc::TIOCGPTN, &mut n) != 0
-        {
-            return Err(Fail::from((
-                "unlocking pty",
-                std::io::Error::last_os_error(),
-            )));
+        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0 || libc::ioctl(m, libc::TIOCGPTN, &mut n) != 0 {
+            return Err(Fail::from(("unlocking pty", std::io::Error::last_os_error())));
         }
     }
     if let Some(size) = process.console_size() {
@@ -354,33 +364,17 @@ fn setup_console(sock: RawFd, process: &Process) -> Result<(), Fail> {
     let slave_path = format!("/dev/pts/{n}");
     let slave = ctx(
         "open pty slave",
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags_noctty()
-            .open(&slave_path),
+        std::fs::OpenOptions::new().read(true).write(true).custom_flags_noctty().open(&slave_path),
     )?;
-    ctx(
-        "sending pty master to --console-socket",
-        sys::send_fds(sock, b"/dev/ptmx", &[m]),
-    )?;
+    ctx("sending pty master to --console-socket", sys::send_fds(sock, b"/dev/ptmx", &[m]))?;
     drop(master);
     // SAFETY: the console socket fd is ours to close now.
     unsafe { libc::close(sock) };
-    let console = Path::new("/dev/console");
-    if !console.exists() {
-        ctx("create /dev/console", std::fs::File::create(console))?;
-    }
-    ctx(
-        "mount /dev/console",
-        nix::mount::mount(
-            Some(slave_path.as_str()),
-            console,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        ),
-    )?;
+    Ok((slave, slave_path))
+}
+
+/// Makes `slave` the controlling terminal (the caller is a session leader) and fds 0-2.
+pub(super) fn make_controlling_terminal(slave: &std::fs::File) -> Result<(), Fail> {
     let s = slave.as_raw_fd();
     // SAFETY: make the slave our controlling terminal and stdio.
     unsafe {
@@ -527,7 +521,7 @@ fn find_executable(arg0: &str, env: &[String]) -> Result<CString, Fail> {
 }
 
 /// Rust ignores SIGPIPE and the caller may have blocked signals; the container starts clean.
-fn reset_signals() {
+pub(super) fn reset_signals() {
     // SAFETY: resetting dispositions and the mask of our own process.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
