@@ -134,6 +134,59 @@ enum Command {
     },
     /// Print the OCI features JSON
     Features,
+    /// Run a new process in a running container
+    Exec(ExecArgs),
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    /// Container id
+    id: String,
+    /// Command and arguments (unless --process is given)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+    /// A JSON file holding the process (runtime-spec `process`)
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    /// Allocate a pseudo-TTY (needs --console-socket)
+    #[arg(short, long)]
+    tty: bool,
+    /// Unix socket that receives the pty master
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Do not wait for the process
+    #[arg(short, long)]
+    detach: bool,
+    /// Write the process's pid to this file
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Working directory in the container
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// Extra environment variables (KEY=VALUE)
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// User as uid[:gid]
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Additional group ids
+    #[arg(short = 'g', long)]
+    additional_gids: Vec<u32>,
+    /// Add a capability (to every set)
+    #[arg(short, long)]
+    cap: Vec<String>,
+    /// Set no_new_privs
+    #[arg(long)]
+    no_new_privs: bool,
+    /// Pass this many extra fds (from 3 up)
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: u32,
+    /// Accepted for runc compatibility; not applied (no AppArmor/SELinux support)
+    #[arg(long, hide = true)]
+    apparmor: Option<String>,
+    /// Accepted for runc compatibility; not applied (no AppArmor/SELinux support)
+    #[arg(long, hide = true)]
+    process_label: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -231,8 +284,115 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         Command::Features => println!("{}", serde_json::to_string_pretty(&ops::features())?),
+        Command::Exec(a) => {
+            seal()?;
+            let opts = exec_options(&g, a)?;
+            let code = ops::exec(&g, &opts.0, &opts.1)?;
+            return Ok(code.clamp(0, 255) as u8);
+        }
     }
     Ok(0)
+}
+
+/// The process to exec: `--process FILE`, or the container's own process with the command
+/// line's overrides applied, as runc does.
+fn exec_options(g: &Globals, a: ExecArgs) -> Result<(String, ops::ExecOptions)> {
+    use oci_spec::runtime::{Capability, Process};
+    let mut process: Process = match &a.process {
+        Some(file) => {
+            let data = std::fs::read(file)
+                .with_context(|| format!("reading --process {}", file.display()))?;
+            serde_json::from_slice(&data)
+                .with_context(|| format!("{} is not a valid process JSON", file.display()))?
+        }
+        None => {
+            if a.command.is_empty() {
+                bail!("exec needs a command (or --process FILE)");
+            }
+            let mut p = ops::container_process(g, &a.id)?;
+            p.set_args(Some(a.command.clone()));
+            p.set_terminal(Some(a.tty));
+            p
+        }
+    };
+    if a.tty {
+        process.set_terminal(Some(true));
+    }
+    if let Some(cwd) = a.cwd {
+        process.set_cwd(cwd);
+    }
+    if !a.env.is_empty() {
+        let mut env = process.env().clone().unwrap_or_default();
+        env.extend(a.env);
+        process.set_env(Some(env));
+    }
+    if let Some(user) = &a.user {
+        let (uid, gid) = match user.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (user.as_str(), None),
+        };
+        let uid: u32 = uid
+            .parse()
+            .with_context(|| format!("--user {user:?}: expected uid[:gid] as numbers"))?;
+        process.user_mut().set_uid(uid);
+        if let Some(gid) = gid {
+            let gid: u32 = gid
+                .parse()
+                .with_context(|| format!("--user {user:?}: expected uid[:gid] as numbers"))?;
+            process.user_mut().set_gid(gid);
+        }
+    }
+    if !a.additional_gids.is_empty() {
+        process
+            .user_mut()
+            .set_additional_gids(Some(a.additional_gids));
+    }
+    if !a.cap.is_empty() {
+        let mut caps = process.capabilities().clone().unwrap_or_default();
+        for name in &a.cap {
+            let name = if name.starts_with("CAP_") {
+                name.clone()
+            } else {
+                format!("CAP_{name}")
+            };
+            let cap: Capability = serde_json::from_value(name.clone().into())
+                .map_err(|_| anyhow::anyhow!("--cap {name}: unknown capability"))?;
+            let with = |set: &Option<oci_spec::runtime::Capabilities>| {
+                let mut s = set.clone().unwrap_or_default();
+                s.insert(cap);
+                Some(s)
+            };
+            let (b, e, p, i, am) = (
+                with(caps.bounding()),
+                with(caps.effective()),
+                with(caps.permitted()),
+                with(caps.inheritable()),
+                with(caps.ambient()),
+            );
+            caps.set_bounding(b)
+                .set_effective(e)
+                .set_permitted(p)
+                .set_inheritable(i)
+                .set_ambient(am);
+        }
+        process.set_capabilities(Some(caps));
+    }
+    if a.no_new_privs {
+        process.set_no_new_privileges(Some(true));
+    }
+    if process.args().as_ref().is_none_or(|v| v.is_empty()) {
+        bail!("the process to exec has no args");
+    }
+    Ok((
+        a.id,
+        ops::ExecOptions {
+            process,
+            console_socket: a.console_socket,
+            detach: a.detach,
+            pid_file: a.pid_file,
+            preserve_fds: a.preserve_fds as i32,
+        },
+    ))
 }
 
 /// CVE-2019-5736: commands that run code in a container re-exec from a sealed copy first.

@@ -61,15 +61,18 @@ impl Dockerd {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
 
-    /// A docker client command talking to this daemon.
-    fn client(&self) -> Command {
-        // Debian's client matches Debian's daemon.
-        let client = if Path::new("/usr/bin/docker").exists() {
+    /// Debian's client matches Debian's daemon.
+    fn client_path(&self) -> &'static str {
+        if Path::new("/usr/bin/docker").exists() {
             "/usr/bin/docker"
         } else {
             "docker"
-        };
-        let mut c = Command::new(client);
+        }
+    }
+
+    /// A docker client command talking to this daemon.
+    fn client(&self) -> Command {
+        let mut c = Command::new(self.client_path());
         c.arg("--host")
             .arg(format!("unix://{}", self.dir.join("docker.sock").display()));
         c
@@ -190,6 +193,51 @@ fn docker_runs_containers_with_lodge_runc() {
         id,
     ]);
     assert!(state.starts_with("running "), "{state}");
+
+    // docker exec goes through `lodge-runc exec --process FILE --detach`.
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "echo exec-$((40+2)); cat /proc/1/cmdline | tr '\\0' ' '"
+        ]),
+        "exec-42\nsleep 1000 "
+    );
+    let out = d.docker(&["exec", &name, "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    // With a terminal: `script` gives the docker client the tty it insists on.
+    let script = format!(
+        "{} --host unix://{} exec -it {name} sh -c 'tty; echo tty-ok'",
+        d.client_path(),
+        d.dir.join("docker.sock").display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &script, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let tty_out = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        tty_out.contains("/dev/pts/") && tty_out.contains("tty-ok"),
+        "docker exec -it: {tty_out}"
+    );
+    let script = format!(
+        "{} --host unix://{} run --rm -it --network none --runtime=lodge-runc lodge-test/busybox sh -c 'tty; stty size; echo run-tty-ok'",
+        d.client_path(),
+        d.dir.join("docker.sock").display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &script, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let tty_out = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        tty_out.contains("/dev/pts/0") && tty_out.contains("run-tty-ok"),
+        "docker run -it: {tty_out}"
+    );
     let started = Instant::now();
     d.ok(&["stop", "--time", "2", &name]);
     assert!(started.elapsed() < Duration::from_secs(15));

@@ -2,6 +2,7 @@
 
 mod create;
 mod delete;
+mod exec;
 mod kill;
 mod spec_template;
 mod start;
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 pub use create::{create, CreateOptions};
 pub use delete::delete;
+pub use exec::{exec, ExecOptions};
 pub use kill::kill;
 pub use spec_template::{features, spec_template};
 pub use start::{run, start};
@@ -58,6 +60,17 @@ pub fn state(g: &Globals, id: &str) -> Result<StateView> {
     let dir = StateDir::open(&g.root, id)?;
     let st = dir.load()?;
     Ok(st.view(st.status(&dir.path)))
+}
+
+/// The process a container was created with (the base of `exec`'s process).
+pub fn container_process(g: &Globals, id: &str) -> Result<oci_spec::runtime::Process> {
+    let dir = StateDir::open(&g.root, id)?;
+    dir.load_config()
+        .and_then(|s| s.process().clone())
+        .ok_or_else(|| crate::Error::Io {
+            what: format!("container {id}: config"),
+            source: std::io::Error::other("no stored process"),
+        })
 }
 
 /// `list`: every container under the root, with its owner's name.

@@ -74,6 +74,14 @@ pub fn run(g: &Globals, id: &str, opts: &CreateOptions, detach: bool) -> Result<
     if detach {
         return Ok(0);
     }
+    let code = wait_forwarding_signals(pid);
+    delete(g, id, true)?;
+    Ok(code)
+}
+
+/// Waits for `pid` (our child or, as subreaper, grandchild) while forwarding the usual signals
+/// to it; returns its exit code, or 128+signal.
+pub(super) fn wait_forwarding_signals(pid: i32) -> i32 {
     FORWARD_TO.store(pid, Ordering::Relaxed);
     for sig in [
         libc::SIGTERM,
@@ -94,7 +102,7 @@ pub fn run(g: &Globals, id: &str, opts: &CreateOptions, detach: bool) -> Result<
     }
     let code = loop {
         let mut status = 0;
-        // SAFETY: waiting for any child (init, or a reparented intermediate).
+        // SAFETY: waiting for any child (the process, or a reparented intermediate).
         let r = unsafe { libc::waitpid(-1, &mut status, 0) };
         if r < 0 {
             let e = std::io::Error::last_os_error();
@@ -113,6 +121,5 @@ pub fn run(g: &Globals, id: &str, opts: &CreateOptions, detach: bool) -> Result<
         }
     };
     FORWARD_TO.store(0, Ordering::Relaxed);
-    delete(g, id, true)?;
-    Ok(code)
+    code
 }

@@ -256,7 +256,10 @@ pub(super) struct Prepared {
 
 /// Applies rlimits, the bounding set, the user, capabilities, no_new_privs, cwd and umask, and
 /// resolves the executable in the (already entered) container root. Shared by init and exec.
-pub(super) fn prepare(process: &Process, seccomp: Option<&oci_spec::runtime::LinuxSeccomp>) -> Result<Prepared, Fail> {
+pub(super) fn prepare(
+    process: &Process,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+) -> Result<Prepared, Fail> {
     let filter = match seccomp {
         Some(s) => Some(crate::seccomp::build(s).map_err(|e| Fail(e.to_string(), 0))?),
         None => None,
@@ -268,20 +271,36 @@ pub(super) fn prepare(process: &Process, seccomp: Option<&oci_spec::runtime::Lin
     switch_user(process)?;
     // Loading a filter without no_new_privs needs CAP_SYS_ADMIN; keep it only until then.
     let keep_admin = filter.is_some() && !nnp;
-    let setup_caps = if keep_admin { caps.with_sys_admin() } else { caps.clone() };
+    let setup_caps = if keep_admin {
+        caps.with_sys_admin()
+    } else {
+        caps.clone()
+    };
     ctx("setting capabilities", setup_caps.apply_process())?;
     if nnp {
         // SAFETY: plain prctl.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(Fail::from(("no_new_privs", std::io::Error::last_os_error())));
+            return Err(Fail::from((
+                "no_new_privs",
+                std::io::Error::last_os_error(),
+            )));
         }
     }
-    ctx(&format!("chdir {}", process.cwd().display()), nix::unistd::chdir(process.cwd()))?;
+    ctx(
+        &format!("chdir {}", process.cwd().display()),
+        nix::unistd::chdir(process.cwd()),
+    )?;
     let env = environment(process);
     let args = process.args().clone().unwrap_or_default();
-    let first = args.first().ok_or_else(|| Fail("process.args must not be empty".into(), libc::EINVAL))?;
+    let first = args
+        .first()
+        .ok_or_else(|| Fail("process.args must not be empty".into(), libc::EINVAL))?;
     let exe = find_executable(first, &env)?;
-    let cstrings = |v: &[String]| v.iter().map(|a| CString::new(a.as_str()).unwrap_or_default()).collect();
+    let cstrings = |v: &[String]| {
+        v.iter()
+            .map(|a| CString::new(a.as_str()).unwrap_or_default())
+            .collect()
+    };
     // SAFETY: umask never fails.
     unsafe { libc::umask(process.user().umask().unwrap_or(0o022) as libc::mode_t) };
     Ok(Prepared {
@@ -311,8 +330,18 @@ impl Prepared {
         if let Err(e) = sys::cloexec_from(3 + preserve_fds) {
             return format!("closing file descriptors: {e}");
         }
-        let argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
-        let envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+        let argv: Vec<*const libc::c_char> = self
+            .argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let envp: Vec<*const libc::c_char> = self
+            .envp
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
         // SAFETY: NULL-terminated argv/envp that outlive the call.
         unsafe { libc::execve(self.exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
         format!("exec {:?}: {}", self.exe, std::io::Error::last_os_error())
@@ -330,25 +359,43 @@ fn setup_console(sock: RawFd, process: &Process) -> Result<(), Fail> {
     }
     ctx(
         "mount /dev/console",
-        nix::mount::mount(Some(slave_path.as_str()), console, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>),
+        nix::mount::mount(
+            Some(slave_path.as_str()),
+            console,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        ),
     )?;
     make_controlling_terminal(&slave)
 }
 
 /// Opens a new pty from /dev/ptmx, sends its master over `sock` and closes `sock`.
 /// Returns the slave and its path.
-pub(super) fn open_terminal(sock: RawFd, process: &Process) -> Result<(std::fs::File, String), Fail> {
+pub(super) fn open_terminal(
+    sock: RawFd,
+    process: &Process,
+) -> Result<(std::fs::File, String), Fail> {
     let master = ctx(
         "open /dev/ptmx",
-        std::fs::OpenOptions::new().read(true).write(true).custom_flags_noctty().open("/dev/ptmx"),
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags_noctty()
+            .open("/dev/ptmx"),
     )?;
     let m = master.as_raw_fd();
     let unlock: libc::c_int = 0;
     let mut n: libc::c_uint = 0;
     // SAFETY: pty ioctls on our master fd with valid pointers.
     unsafe {
-        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0 || libc::ioctl(m, libc::TIOCGPTN, &mut n) != 0 {
-            return Err(Fail::from(("unlocking pty", std::io::Error::last_os_error())));
+        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0
+            || libc::ioctl(m, libc::TIOCGPTN, &mut n) != 0
+        {
+            return Err(Fail::from((
+                "unlocking pty",
+                std::io::Error::last_os_error(),
+            )));
         }
     }
     if let Some(size) = process.console_size() {
@@ -364,9 +411,16 @@ pub(super) fn open_terminal(sock: RawFd, process: &Process) -> Result<(std::fs::
     let slave_path = format!("/dev/pts/{n}");
     let slave = ctx(
         "open pty slave",
-        std::fs::OpenOptions::new().read(true).write(true).custom_flags_noctty().open(&slave_path),
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags_noctty()
+            .open(&slave_path),
     )?;
-    ctx("sending pty master to --console-socket", sys::send_fds(sock, b"/dev/ptmx", &[m]))?;
+    ctx(
+        "sending pty master to --console-socket",
+        sys::send_fds(sock, b"/dev/ptmx", &[m]),
+    )?;
     drop(master);
     // SAFETY: the console socket fd is ours to close now.
     unsafe { libc::close(sock) };

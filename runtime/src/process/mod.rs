@@ -7,6 +7,7 @@
 
 pub mod caps;
 pub mod channel;
+pub mod exec;
 pub mod init;
 
 use std::fs::File;

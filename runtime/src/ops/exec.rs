@@ -1,0 +1,91 @@
+//! `exec`: run a new process in a created or running container.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use oci_spec::runtime::Process;
+
+use crate::cgroups::Cgroup;
+use crate::error::{Error, Result};
+use crate::process::exec::{self, ExecArgs};
+use crate::state::{write_atomic, StateDir, Status};
+
+use super::start::wait_forwarding_signals;
+use super::Globals;
+
+#[derive(Debug)]
+pub struct ExecOptions {
+    pub process: Process,
+    pub console_socket: Option<PathBuf>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: i32,
+}
+
+/// Starts the process. Detached: returns 0 once it is exec'd. Otherwise waits for it,
+/// forwarding signals, and returns its exit code (128+signal when killed).
+pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
+    let dir = StateDir::open(&g.root, id)?;
+    let st = dir.load()?;
+    let status = st.status(&dir.path);
+    if !matches!(status, Status::Created | Status::Running) {
+        return Err(Error::WrongStatus {
+            id: id.into(),
+            status,
+            action: "cannot exec in a container that is not running",
+        });
+    }
+    let spec = dir.load_config();
+    let seccomp = spec
+        .as_ref()
+        .and_then(|s| s.linux().as_ref())
+        .and_then(|l| l.seccomp().as_ref());
+    let namespaces = exec::namespaces_of(st.init_pid)?;
+    let console = opts
+        .console_socket
+        .as_deref()
+        .map(|p| {
+            std::os::unix::net::UnixStream::connect(p)
+                .map(OwnedFd::from)
+                .map_err(Error::io(format!(
+                    "connecting to --console-socket {}",
+                    p.display()
+                )))
+        })
+        .transpose()?;
+    let (mut errors, error_w) = exec::error_pipe().map_err(Error::io("pipe"))?;
+    if !opts.detach {
+        // The process is a grandchild (it must be forked inside the pid namespace): reap it.
+        // SAFETY: plain prctl.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let args = ExecArgs {
+        process: &opts.process,
+        seccomp,
+        namespaces: &namespaces,
+        console_socket: console.as_ref().map(|c| c.as_raw_fd()),
+        preserve_fds: opts.preserve_fds,
+        error_pipe: error_w.as_raw_fd(),
+    };
+    let pid = exec::spawn(&args, &Cgroup::from_paths(st.cgroup_paths.clone()))?;
+    // Other commands on this container need not wait for this process.
+    drop(dir);
+    drop(error_w);
+    drop(console);
+    let mut report = String::new();
+    let _ = errors.read_to_string(&mut report);
+    if !report.is_empty() {
+        if !opts.detach {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        }
+        return Err(Error::Exec(report));
+    }
+    if let Some(pid_file) = &opts.pid_file {
+        write_atomic(pid_file, pid.to_string().as_bytes(), 0o644)?;
+    }
+    if opts.detach {
+        return Ok(0);
+    }
+    Ok(wait_forwarding_signals(pid))
+}

@@ -1,0 +1,153 @@
+//! A new process in a running container (`exec`): join its cgroups and namespaces (the user
+//! namespace first), fork into its pid namespace, and run the container's process setup.
+
+use std::os::fd::{OwnedFd, RawFd};
+
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxSeccomp, Process};
+
+use super::channel::{Channel, Message};
+use super::init::{ctx, make_controlling_terminal, open_terminal, prepare, reset_signals, Fail};
+use super::ProcessError;
+use crate::cgroups::Cgroup;
+use crate::sys::{self, Forked};
+
+/// The namespaces of a container init that differ from ours, user namespace first.
+pub fn namespaces_of(pid: i32) -> Result<Vec<(CloneFlags, OwnedFd)>, ProcessError> {
+    use std::os::unix::fs::MetadataExt;
+    let kinds = [
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("time", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
+    ];
+    let mut out = vec![];
+    for (name, flag) in kinds {
+        let theirs = format!("/proc/{pid}/ns/{name}");
+        let err = |source| ProcessError::NamespacePath {
+            kind: name.into(),
+            path: theirs.clone().into(),
+            source,
+        };
+        let Ok(their_md) = std::fs::metadata(&theirs) else {
+            continue;
+        };
+        let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).map_err(err)?;
+        if (their_md.dev(), their_md.ino()) != (ours.dev(), ours.ino()) {
+            out.push((flag, std::fs::File::open(&theirs).map_err(err)?.into()));
+        }
+    }
+    Ok(out)
+}
+
+pub struct ExecArgs<'a> {
+    pub process: &'a Process,
+    pub seccomp: Option<&'a LinuxSeccomp>,
+    pub namespaces: &'a [(CloneFlags, OwnedFd)],
+    pub console_socket: Option<RawFd>,
+    pub preserve_fds: i32,
+    /// Write end of a close-on-exec pipe: the process writes why its execve failed here.
+    pub error_pipe: RawFd,
+}
+
+/// Starts the process; returns its host pid once it is in the container (the execve itself is
+/// reported through `error_pipe`).
+pub fn spawn(args: &ExecArgs, cgroup: &Cgroup) -> Result<i32, ProcessError> {
+    let (parent_end, child_end) = Channel::pair().map_err(ProcessError::Sync)?;
+    let child = match sys::fork_with_flags(0).map_err(ProcessError::Clone)? {
+        Forked::Child => {
+            drop(parent_end);
+            let code = match enter(args, &child_end) {
+                Ok(never) => match never {},
+                Err(Fail(msg, errno)) => {
+                    let _ = child_end.send(&Message::Error { msg, errno });
+                    1
+                }
+            };
+            // SAFETY: leave without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child_end);
+    let result = (|| {
+        // The intermediate process joins the cgroups first; the final process inherits them.
+        cgroup.add_pid(child)?;
+        parent_end.send(&Message::Go).map_err(ProcessError::Sync)?;
+        match parent_end.recv().map_err(ProcessError::Sync)? {
+            Some(Message::InitPid { pid }) => Ok(pid),
+            Some(Message::Error { msg, errno }) => Err(ProcessError::Init { msg, errno }),
+            _ => Err(ProcessError::InitDied),
+        }
+    })();
+    if result.is_err() {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), nix::sys::signal::SIGKILL);
+    }
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+    result
+}
+
+enum Never {}
+
+fn enter(args: &ExecArgs, chan: &Channel) -> Result<Never, Fail> {
+    ctx("waiting for the runtime", chan.expect(Message::Go))?;
+    let mut in_userns = false;
+    for (flag, fd) in args.namespaces {
+        ctx("setns", nix::sched::setns(fd, *flag))?;
+        in_userns |= *flag == CloneFlags::CLONE_NEWUSER;
+    }
+    // The pid and time namespaces apply to children: the process proper is forked now.
+    match ctx("fork into the container", sys::fork_with_flags(0))? {
+        Forked::Parent(pid) => {
+            let _ = chan.send(&Message::InitPid { pid });
+            // SAFETY: the intermediate process is done.
+            unsafe { libc::_exit(0) }
+        }
+        Forked::Child => {}
+    }
+    // From here on the runtime reads only the error pipe.
+    match finish(args, in_userns) {
+        Ok(never) => match never {},
+        Err(Fail(msg, _)) => report(args.error_pipe, &msg),
+    }
+}
+
+fn finish(args: &ExecArgs, in_userns: bool) -> Result<Never, Fail> {
+    if in_userns {
+        let root = nix::unistd::Gid::from_raw(0);
+        ctx("setresgid(0)", nix::unistd::setresgid(root, root, root))?;
+        let root = nix::unistd::Uid::from_raw(0);
+        ctx("setresuid(0)", nix::unistd::setresuid(root, root, root))?;
+    }
+    let _ = nix::unistd::setsid();
+    if args.process.terminal() == Some(true) {
+        let sock = args
+            .console_socket
+            .ok_or_else(|| Fail("--tty (process.terminal) needs --console-socket".into(), 0))?;
+        let (slave, _) = open_terminal(sock, args.process)?;
+        make_controlling_terminal(&slave)?;
+    }
+    let prepared = prepare(args.process, args.seccomp)?;
+    reset_signals();
+    let err = prepared.exec(args.preserve_fds);
+    report(args.error_pipe, &err)
+}
+
+fn report(pipe: RawFd, msg: &str) -> ! {
+    // SAFETY: write to our pipe, then leave.
+    unsafe {
+        libc::write(pipe, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn error_pipe() -> std::io::Result<(std::fs::File, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    Ok((std::fs::File::from(r), w))
+}
