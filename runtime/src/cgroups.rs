@@ -383,6 +383,31 @@ impl Cgroup {
         if let Some(devices) = r.devices() {
             self.apply_devices(devices)?;
         }
+        if let Some(weight) = r.block_io().as_ref().and_then(|b| b.weight()) {
+            let (file, value) = if self.layout.on_v2("io") {
+                (
+                    "io.weight",
+                    format!(
+                        "default {}",
+                        1 + (u64::from(weight.clamp(10, 1000)) - 10) * 9999 / 990
+                    ),
+                )
+            } else {
+                ("blkio.weight", weight.to_string())
+            };
+            match self.dir_for(if self.layout.on_v2("io") {
+                "io"
+            } else {
+                "blkio"
+            }) {
+                Some(dir) if dir.join(file).exists() => write(&dir.join(file), &value)?,
+                _ => {
+                    return Err(CgroupError::Unsupported(format!(
+                        "block I/O weight is not supported on this host (no {file})"
+                    )))
+                }
+            }
+        }
         Ok(())
     }
 
@@ -486,6 +511,25 @@ impl Cgroup {
                 if let Some(q) = c.quota().filter(|q| *q != 0) {
                     write(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
                 }
+                for (value, file) in [
+                    (
+                        c.realtime_period().map(|v| v.to_string()),
+                        "cpu.rt_period_us",
+                    ),
+                    (
+                        c.realtime_runtime().map(|v| v.to_string()),
+                        "cpu.rt_runtime_us",
+                    ),
+                ] {
+                    if let Some(v) = value {
+                        if !dir.join(file).exists() {
+                            return Err(CgroupError::Unsupported(format!(
+                                "realtime CPU limits are not supported on this host (no {file})"
+                            )));
+                        }
+                        write(&dir.join(file), &v)?;
+                    }
+                }
             }
         }
         if let Some(dir) = self.dir_for("cpuset") {
@@ -537,6 +581,38 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Freezes (or thaws) every process, and waits until the kernel says it is done.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        if let Some(dir) = self
+            .dir_for("freezer")
+            .filter(|_| !self.layout.on_v2("freezer"))
+        {
+            let want = if frozen { "FROZEN" } else { "THAWED" };
+            write(&dir.join("freezer.state"), want)?;
+            return wait_for(&dir.join("freezer.state"), want);
+        }
+        let unified = self.layout.hierarchies.iter().position(|h| h.unified);
+        let Some(dir) = unified.and_then(|i| self.paths.get(i)) else {
+            return Err(CgroupError::Unsupported(
+                "no freezer: neither a v1 freezer hierarchy nor cgroup v2".into(),
+            ));
+        };
+        write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+        let events = dir.join("cgroup.events");
+        let want = if frozen { "frozen 1" } else { "frozen 0" };
+        wait_for(&events, want)
+    }
+
+    /// Reads a controller file of the container (for stats), if the host has it.
+    pub fn read(&self, controller: &str, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir_for(controller)?.join(file)).ok()
+    }
+
+    /// Whether `controller` is driven through cgroup v2 on this host.
+    pub fn is_v2(&self, controller: &str) -> bool {
+        self.layout.on_v2(controller)
+    }
+
     /// Moves `pid` into every hierarchy's directory.
     pub fn add_pid(&self, pid: i32) -> Result<()> {
         for path in &self.paths {
@@ -578,6 +654,21 @@ impl Cgroup {
         }
         Ok(())
     }
+}
+
+/// Polls `file` until it holds `want` (a line of it, for cgroup.events), up to 10 s.
+fn wait_for(file: &Path, want: &str) -> Result<()> {
+    for _ in 0..2000 {
+        let now = std::fs::read_to_string(file).unwrap_or_default();
+        if now.trim() == want || now.lines().any(|l| l.trim() == want) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err(CgroupError::Unsupported(format!(
+        "{} never became {want:?}",
+        file.display()
+    )))
 }
 
 fn rmdir_tree(path: &Path) -> std::io::Result<()> {

@@ -136,6 +136,66 @@ enum Command {
     Features,
     /// Run a new process in a running container
     Exec(ExecArgs),
+    /// Freeze every process of a container
+    Pause { id: String },
+    /// Thaw a paused container
+    Resume { id: String },
+    /// List a container's processes
+    Ps {
+        id: String,
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Options for ps(1) (default -ef)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Change a container's resource limits
+    Update(UpdateArgs),
+    /// Resource usage: once with --stats, else a stream every --interval
+    Events {
+        id: String,
+        /// Print one sample and exit
+        #[arg(long)]
+        stats: bool,
+        /// Time between samples (e.g. 5s, 500ms)
+        #[arg(long, default_value = "5s")]
+        interval: String,
+    },
+}
+
+#[derive(Args)]
+struct UpdateArgs {
+    id: String,
+    /// LinuxResources JSON from a file, or - for stdin
+    #[arg(short, long)]
+    resources: Option<String>,
+    #[arg(long)]
+    memory: Option<String>,
+    #[arg(long)]
+    memory_swap: Option<String>,
+    #[arg(long)]
+    memory_reservation: Option<String>,
+    /// Accepted for runc compatibility; kernel memory limits no longer exist
+    #[arg(long, hide = true)]
+    kernel_memory: Option<String>,
+    #[arg(long)]
+    cpu_shares: Option<u64>,
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    #[arg(long)]
+    cpu_quota: Option<i64>,
+    #[arg(long)]
+    cpu_rt_period: Option<u64>,
+    #[arg(long)]
+    cpu_rt_runtime: Option<i64>,
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    #[arg(long)]
+    blkio_weight: Option<u16>,
 }
 
 #[derive(Args)]
@@ -284,6 +344,32 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         Command::Features => println!("{}", serde_json::to_string_pretty(&ops::features())?),
+        Command::Pause { id } => ops::pause(&g, &id)?,
+        Command::Resume { id } => ops::resume(&g, &id)?,
+        Command::Ps {
+            id,
+            format,
+            ps_args,
+        } => match format {
+            ListFormat::Json => println!("{}", serde_json::to_string(&ops::pids(&g, &id)?)?),
+            ListFormat::Table => print!("{}", ops::ps_table(&g, &id, &ps_args)?),
+        },
+        Command::Update(a) => {
+            let id = a.id.clone();
+            ops::update(&g, &id, &update_resources(a)?)?;
+        }
+        Command::Events {
+            id,
+            stats,
+            interval,
+        } => {
+            let every = if stats {
+                None
+            } else {
+                Some(parse_duration(&interval)?)
+            };
+            ops::events(&g, &id, every, &mut std::io::stdout().lock())?;
+        }
         Command::Exec(a) => {
             seal()?;
             let opts = exec_options(&g, a)?;
@@ -393,6 +479,112 @@ fn exec_options(g: &Globals, a: ExecArgs) -> Result<(String, ops::ExecOptions)> 
             preserve_fds: a.preserve_fds as i32,
         },
     ))
+}
+
+/// `update`'s resources: the JSON document if given, then the flags on top.
+fn update_resources(a: UpdateArgs) -> Result<oci_spec::runtime::LinuxResources> {
+    use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxPids, LinuxResources};
+    let mut r: LinuxResources = match a.resources.as_deref() {
+        Some("-") => {
+            serde_json::from_reader(std::io::stdin().lock()).context("resources JSON on stdin")?
+        }
+        Some(file) => {
+            serde_json::from_slice(&std::fs::read(file).with_context(|| format!("reading {file}"))?)
+                .with_context(|| format!("{file} is not a valid resources JSON"))?
+        }
+        None => LinuxResources::default(),
+    };
+    let size = |flag: &str, v: &Option<String>| -> Result<Option<i64>> {
+        v.as_deref()
+            .map(|s| ops::parse_size(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+            .transpose()
+    };
+    let (limit, swap, reservation) = (
+        size("memory", &a.memory)?,
+        size("memory-swap", &a.memory_swap)?,
+        size("memory-reservation", &a.memory_reservation)?,
+    );
+    if limit.or(swap).or(reservation).is_some() {
+        let mut m = r.memory().unwrap_or_default();
+        if limit.is_some() {
+            m.set_limit(limit);
+        }
+        if swap.is_some() {
+            m.set_swap(swap);
+        }
+        if reservation.is_some() {
+            m.set_reservation(reservation);
+        }
+        r.set_memory(Some(m));
+    }
+    let cpu_flags = a.cpu_shares.is_some()
+        || a.cpu_period.is_some()
+        || a.cpu_quota.is_some()
+        || a.cpu_rt_period.is_some()
+        || a.cpu_rt_runtime.is_some()
+        || a.cpuset_cpus.is_some()
+        || a.cpuset_mems.is_some();
+    if cpu_flags {
+        let mut c: LinuxCpu = r.cpu().clone().unwrap_or_default();
+        if a.cpu_shares.is_some() {
+            c.set_shares(a.cpu_shares);
+        }
+        if a.cpu_period.is_some() {
+            c.set_period(a.cpu_period);
+        }
+        if a.cpu_quota.is_some() {
+            c.set_quota(a.cpu_quota);
+        }
+        if a.cpu_rt_period.is_some() {
+            c.set_realtime_period(a.cpu_rt_period);
+        }
+        if a.cpu_rt_runtime.is_some() {
+            c.set_realtime_runtime(a.cpu_rt_runtime);
+        }
+        if a.cpuset_cpus.is_some() {
+            c.set_cpus(a.cpuset_cpus);
+        }
+        if a.cpuset_mems.is_some() {
+            c.set_mems(a.cpuset_mems);
+        }
+        r.set_cpu(Some(c));
+    }
+    if let Some(limit) = a.pids_limit {
+        let mut p = LinuxPids::default();
+        p.set_limit(limit);
+        r.set_pids(Some(p));
+    }
+    if let Some(w) = a.blkio_weight {
+        let mut b: LinuxBlockIo = r.block_io().clone().unwrap_or_default();
+        b.set_weight(Some(w));
+        r.set_block_io(Some(b));
+    }
+    // Device rules are fixed at create time; an update never rewrites them.
+    r.set_devices(None);
+    Ok(r)
+}
+
+/// `5s`, `500ms`, `1m`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.trim().len()),
+    );
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("invalid interval {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => bail!("invalid interval {s:?}: use s, ms, m or h"),
+    };
+    if secs <= 0.0 {
+        bail!("invalid interval {s:?}: must be positive");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// CVE-2019-5736: commands that run code in a container re-exec from a sealed copy first.

@@ -2,10 +2,14 @@
 
 mod create;
 mod delete;
+mod events;
 mod exec;
 mod kill;
+mod pause;
+mod ps;
 mod spec_template;
 mod start;
+mod update;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,10 +19,14 @@ use serde::Serialize;
 
 pub use create::{create, CreateOptions};
 pub use delete::delete;
+pub use events::{events, stats};
 pub use exec::{exec, ExecOptions};
 pub use kill::kill;
+pub use pause::{pause, resume};
+pub use ps::{pids, ps_table};
 pub use spec_template::{features, spec_template};
 pub use start::{run, start};
+pub use update::{parse_size, update};
 
 use crate::error::Result;
 use crate::state::{self, StateDir, StateView, Status};

@@ -1,0 +1,62 @@
+//! `update`: change a running container's cgroup limits.
+
+use oci_spec::runtime::LinuxResources;
+
+use crate::cgroups::Cgroup;
+use crate::error::{Error, Result};
+use crate::state::{StateDir, Status};
+
+use super::Globals;
+
+/// Applies `resources` to the container's cgroups.
+pub fn update(g: &Globals, id: &str, resources: &LinuxResources) -> Result<()> {
+    let dir = StateDir::open(&g.root, id)?;
+    let st = dir.load()?;
+    let status = st.status(&dir.path);
+    if status == Status::Stopped {
+        return Err(Error::WrongStatus {
+            id: id.into(),
+            status,
+            action: "cannot update a stopped container",
+        });
+    }
+    Cgroup::from_paths(st.cgroup_paths.clone()).apply(resources)?;
+    Ok(())
+}
+
+/// Sizes as runc's update flags take them: bytes, or with a k/m/g/t suffix (powers of 1024);
+/// -1 means unlimited.
+pub fn parse_size(s: &str) -> std::result::Result<i64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    if n < 0.0 {
+        return Err(format!("invalid size {s:?}"));
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("-1").unwrap(), -1);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-5").is_err());
+    }
+}
