@@ -370,7 +370,8 @@ impl Cgroup {
         if let Some(c) = r.cpu() {
             self.apply_cpu(c)?;
         }
-        if let Some(p) = r.pids() {
+        // As in runc, 0 means "not set" for these values (Docker and containerd send zeros).
+        if let Some(p) = r.pids().filter(|p| p.limit() != 0) {
             if let Some(dir) = self.dir_for("pids") {
                 let v = if p.limit() > 0 {
                     p.limit().to_string()
@@ -383,7 +384,12 @@ impl Cgroup {
         if let Some(devices) = r.devices() {
             self.apply_devices(devices)?;
         }
-        if let Some(weight) = r.block_io().as_ref().and_then(|b| b.weight()) {
+        if let Some(weight) = r
+            .block_io()
+            .as_ref()
+            .and_then(|b| b.weight())
+            .filter(|w| *w != 0)
+        {
             let (file, value) = if self.layout.on_v2("io") {
                 (
                     "io.weight",
@@ -412,6 +418,12 @@ impl Cgroup {
     }
 
     fn apply_memory(&self, m: &oci_spec::runtime::LinuxMemory) -> Result<()> {
+        let mut m = *m;
+        let set = |v: Option<i64>| v.filter(|v| *v != 0);
+        m.set_limit(set(m.limit()));
+        m.set_swap(set(m.swap()));
+        m.set_reservation(set(m.reservation()));
+        let m = &m;
         let Some(dir) = self.dir_for("memory") else {
             return Ok(());
         };
@@ -493,7 +505,7 @@ impl Cgroup {
                     let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
                     write(&dir.join("cpu.weight"), &weight.to_string())?;
                 }
-                if c.quota().is_some() || c.period().is_some() {
+                if c.quota().is_some_and(|q| q != 0) || c.period().is_some_and(|p| p != 0) {
                     let quota = match c.quota() {
                         Some(q) if q > 0 => q.to_string(),
                         _ => "max".into(),

@@ -238,6 +238,41 @@ fn docker_runs_containers_with_lodge_runc() {
         tty_out.contains("/dev/pts/0") && tty_out.contains("run-tty-ok"),
         "docker run -it: {tty_out}"
     );
+    // docker top → `lodge-runc ps --format json`; pause → the freezer; update → `update --resources -`.
+    let top = d.ok(&["top", &name]);
+    assert!(top.contains("sleep 1000"), "{top}");
+    d.ok(&["pause", &name]);
+    assert_eq!(
+        d.ok(&["inspect", "--format", "{{.State.Status}}", &name])
+            .trim(),
+        "paused"
+    );
+    d.ok(&["unpause", &name]);
+    assert_eq!(
+        d.ok(&["inspect", "--format", "{{.State.Status}}", &name])
+            .trim(),
+        "running"
+    );
+    d.ok(&["update", "--memory", "96m", "--memory-swap", "-1", &name]);
+    let pid: i64 = d
+        .ok(&["inspect", "--format", "{{.State.Pid}}", &name])
+        .trim()
+        .parse()
+        .unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mem_path = cgroup
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
+    if let Some(mem_path) = mem_path {
+        let limit = std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory{mem_path}/memory.limit_in_bytes"
+        ))
+        .unwrap();
+        assert_eq!(limit.trim(), (96u64 << 20).to_string());
+    }
+    let stats = d.ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &name]);
+    assert!(stats.contains("96MiB"), "docker stats: {stats}");
+
     let started = Instant::now();
     d.ok(&["stop", "--time", "2", &name]);
     assert!(started.elapsed() < Duration::from_secs(15));
