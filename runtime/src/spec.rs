@@ -37,6 +37,8 @@ pub enum SpecError {
     MappingsWithoutUserns,
     #[error("hostname is set but the container shares the host's UTS namespace")]
     HostnameWithoutUts,
+    #[error("{0} is not supported by this lodge-runc")]
+    Unsupported(&'static str),
 }
 
 /// A loaded, validated spec with its resolved bundle and rootfs paths.
@@ -114,6 +116,17 @@ fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
     }
     if !new_userns && has_maps > 0 {
         return Err(SpecError::MappingsWithoutUserns);
+    }
+    if linux.intel_rdt().is_some() {
+        return Err(SpecError::Unsupported("linux.intelRdt"));
+    }
+    let time_ns = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none());
+    if linux.time_offsets().as_ref().is_some_and(|o| !o.is_empty()) && !time_ns {
+        return Err(SpecError::Unsupported(
+            "linux.timeOffsets without a new time namespace",
+        ));
     }
     let has_uts = namespaces
         .iter()

@@ -288,3 +288,68 @@ fn preserve_fds_passes_extra_descriptors() {
     rt.assert_no_residue(&id, &bundle);
     std::fs::remove_file(data).unwrap();
 }
+
+#[test]
+fn time_offsets_personality_scheduler_and_io_priority() {
+    let rt = Runtime::new();
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "echo $$; cut -d. -f1 /proc/uptime; uname -m; grep -w policy /proc/self/sched | tr -d ' '; ionice -p $$",
+    ]);
+    bundle.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "time"}));
+        c["linux"]["timeOffsets"] =
+            json!({"boottime": {"secs": 864000}, "monotonic": {"secs": 864000}});
+        c["linux"]["personality"] = json!({"domain": "LINUX32"});
+        c["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
+        c["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+    });
+    let out = run_ok(&rt, &bundle);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1", "init is still pid 1: {out}");
+    let host_uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let inside: f64 = lines[1].parse().unwrap();
+    assert!(
+        inside - host_uptime > 863_000.0,
+        "boottime offset: {inside} vs {host_uptime}"
+    );
+    assert_eq!(lines[2], "i686", "LINUX32 personality");
+    assert_eq!(lines[3], "policy:3", "SCHED_BATCH");
+    assert_eq!(lines[4], "idle", "{out}");
+}
+
+#[test]
+fn unsupported_linux_settings_are_refused() {
+    let rt = Runtime::new();
+    for (what, edit) in [
+        ("intelRdt", json!({"intelRdt": {"closID": "x"}})),
+        (
+            "timeOffsets",
+            json!({"timeOffsets": {"boottime": {"secs": 1}}}),
+        ),
+    ] {
+        let mut bundle = Bundle::new(&["true"]);
+        bundle.edit(|c| {
+            for (k, v) in edit.as_object().unwrap() {
+                c["linux"][k] = v.clone();
+            }
+        });
+        let id = unique_id("unsup");
+        let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
+        assert!(
+            err.contains(what) && err.contains("not supported"),
+            "{what}: {err}"
+        );
+        rt.assert_no_residue(&id, &bundle);
+    }
+}

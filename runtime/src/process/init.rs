@@ -71,6 +71,12 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
             ctx("waiting for ID maps", chan.expect(Message::MapsDone))?;
         }
     }
+    if plan
+        .unshare_flags
+        .contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+    {
+        write_time_offsets(args.spec)?;
+    }
     if plan.need_fork {
         match ctx("fork into the pid namespace", sys::fork_with_flags(0))? {
             Forked::Parent(pid) => {
@@ -189,6 +195,9 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         }
     }
 
+    if let Some(p) = linux.personality() {
+        ctx("personality", super::sched::apply_personality(p))?;
+    }
     let prepared = prepare(process, linux.seccomp().as_ref())?;
 
     ctx("sync", chan.send(&Message::Ready))?;
@@ -243,6 +252,41 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     report(&mut conn, err)
 }
 
+/// `linux.timeOffsets`: only possible between unshare(CLONE_NEWTIME) and the first process
+/// entering the namespace (the fork that follows).
+fn write_time_offsets(spec: &oci_spec::runtime::Spec) -> Result<(), Fail> {
+    let offsets = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().clone())
+        .unwrap_or_default();
+    let mut text = String::new();
+    for (clock, off) in &offsets {
+        let id = match clock.as_str() {
+            "monotonic" => "monotonic",
+            "boottime" => "boottime",
+            other => {
+                return Err(Fail(
+                    format!("timeOffsets: unknown clock {other:?} (monotonic or boottime)"),
+                    libc::EINVAL,
+                ))
+            }
+        };
+        text.push_str(&format!(
+            "{id} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    if !text.is_empty() {
+        ctx(
+            "writing timens_offsets",
+            std::fs::write("/proc/self/timens_offsets", text),
+        )?;
+    }
+    Ok(())
+}
+
 /// A process ready to execve: path resolved, environment built, privileges dropped — except
 /// CAP_SYS_ADMIN while a seccomp filter still has to be loaded without no_new_privs.
 pub(super) struct Prepared {
@@ -266,6 +310,8 @@ pub(super) fn prepare(
     };
     let nnp = process.no_new_privileges() == Some(true);
     set_rlimits(process)?;
+    ctx("scheduler", super::sched::apply_scheduler(process))?;
+    ctx("ioPriority", super::sched::apply_io_priority(process))?;
     let caps = CapSets::from_spec(process.capabilities().as_ref());
     ctx("dropping bounding capabilities", caps.apply_bounding())?;
     switch_user(process)?;

@@ -9,6 +9,7 @@ pub mod caps;
 pub mod channel;
 pub mod exec;
 pub mod init;
+pub mod sched;
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -114,7 +115,18 @@ impl Plan {
         // its root is the cgroup of the process that creates it.
         let new_cgroupns = new.contains(CloneFlags::CLONE_NEWCGROUP);
         new -= CloneFlags::CLONE_NEWCGROUP;
-        let (clone_flags, unshare_flags, need_fork) = if joins.is_empty() {
+        // Time offsets can only be written before a process enters the namespace, so a time
+        // namespace with offsets is unshared (offsets written) and entered by a fork.
+        let has_offsets = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.time_offsets().as_ref())
+            .is_some_and(|o| !o.is_empty());
+        let (clone_flags, unshare_flags, need_fork) = if has_offsets && new.contains(time) {
+            // The pid namespace goes with it, so the forked init is still pid 1.
+            let late = time | (new & CloneFlags::CLONE_NEWPID);
+            (new - late, late, true)
+        } else if joins.is_empty() {
             (new, CloneFlags::empty(), false)
         } else {
             let pid_joined = joins.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWPID);
