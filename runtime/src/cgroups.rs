@@ -384,35 +384,176 @@ impl Cgroup {
         if let Some(devices) = r.devices() {
             self.apply_devices(devices)?;
         }
-        if let Some(weight) = r
-            .block_io()
-            .as_ref()
-            .and_then(|b| b.weight())
-            .filter(|w| *w != 0)
-        {
-            let (file, value) = if self.layout.on_v2("io") {
-                (
-                    "io.weight",
-                    format!(
-                        "default {}",
-                        1 + (u64::from(weight.clamp(10, 1000)) - 10) * 9999 / 990
-                    ),
-                )
+        if let Some(b) = r.block_io() {
+            self.apply_block_io(b)?;
+        }
+        for h in r.hugepage_limits().iter().flatten() {
+            self.apply_hugepages(h)?;
+        }
+        if let Some(n) = r.network() {
+            self.apply_network(n)?;
+        }
+        for (device, limit) in r.rdma().iter().flatten() {
+            let value = format!(
+                "{device} hca_handle={} hca_object={}",
+                limit
+                    .hca_handles()
+                    .map_or("max".to_string(), |v| v.to_string()),
+                limit
+                    .hca_objects()
+                    .map_or("max".to_string(), |v| v.to_string())
+            );
+            write(&self.controller_file("rdma", "rdma.max")?, &value)?;
+        }
+        if let Some(unified) = r.unified() {
+            self.apply_unified(unified)?;
+        }
+        Ok(())
+    }
+
+    /// The path of `file` in the hierarchy that drives `controller`, or a clear error when the
+    /// host has neither the controller nor the file.
+    fn controller_file(&self, controller: &str, file: &str) -> Result<PathBuf> {
+        match self.dir_for(controller) {
+            Some(dir) if dir.join(file).exists() => Ok(dir.join(file)),
+            _ => Err(CgroupError::Unsupported(format!(
+                "{controller} limits are not supported on this host (no {file})"
+            ))),
+        }
+    }
+
+    fn apply_block_io(&self, b: &oci_spec::runtime::LinuxBlockIo) -> Result<()> {
+        let v2 = self.layout.on_v2("io");
+        // v1 weights are 10-1000, v2 1-10000.
+        let weight = |w: u16| {
+            if v2 {
+                (1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990).to_string()
             } else {
-                ("blkio.weight", weight.to_string())
-            };
-            match self.dir_for(if self.layout.on_v2("io") {
-                "io"
-            } else {
-                "blkio"
-            }) {
-                Some(dir) if dir.join(file).exists() => write(&dir.join(file), &value)?,
-                _ => {
-                    return Err(CgroupError::Unsupported(format!(
-                        "block I/O weight is not supported on this host (no {file})"
-                    )))
-                }
+                w.to_string()
             }
+        };
+        if let Some(w) = b.weight().filter(|w| *w != 0) {
+            let (controller, file, value) = if v2 {
+                ("io", "io.weight", format!("default {}", weight(w)))
+            } else {
+                ("blkio", "blkio.weight", w.to_string())
+            };
+            write(&self.controller_file(controller, file)?, &value)?;
+        }
+        for d in b.weight_device().iter().flatten() {
+            if let Some(w) = d.weight().filter(|w| *w != 0) {
+                let (controller, file) = if v2 {
+                    ("io", "io.weight")
+                } else {
+                    ("blkio", "blkio.weight_device")
+                };
+                let value = format!("{}:{} {}", d.major(), d.minor(), weight(w));
+                write(&self.controller_file(controller, file)?, &value)?;
+            }
+        }
+        let throttles = [
+            (
+                b.throttle_read_bps_device(),
+                "blkio.throttle.read_bps_device",
+                "rbps",
+            ),
+            (
+                b.throttle_write_bps_device(),
+                "blkio.throttle.write_bps_device",
+                "wbps",
+            ),
+            (
+                b.throttle_read_iops_device(),
+                "blkio.throttle.read_iops_device",
+                "riops",
+            ),
+            (
+                b.throttle_write_iops_device(),
+                "blkio.throttle.write_iops_device",
+                "wiops",
+            ),
+        ];
+        for (devices, v1_file, v2_key) in throttles {
+            for d in devices.iter().flatten() {
+                let (controller, file, value) = if v2 {
+                    (
+                        "io",
+                        "io.max",
+                        format!("{}:{} {v2_key}={}", d.major(), d.minor(), d.rate()),
+                    )
+                } else {
+                    (
+                        "blkio",
+                        v1_file,
+                        format!("{}:{} {}", d.major(), d.minor(), d.rate()),
+                    )
+                };
+                write(&self.controller_file(controller, file)?, &value)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_hugepages(&self, h: &oci_spec::runtime::LinuxHugepageLimit) -> Result<()> {
+        let size = h.page_size();
+        if size.contains('/') || size.contains("..") {
+            return Err(CgroupError::InvalidPath(size.clone(), "not a page size"));
+        }
+        let file = if self.layout.on_v2("hugetlb") {
+            format!("hugetlb.{size}.max")
+        } else {
+            format!("hugetlb.{size}.limit_in_bytes")
+        };
+        let value = if h.limit() < 0 {
+            "max".to_string()
+        } else {
+            h.limit().to_string()
+        };
+        write(&self.controller_file("hugetlb", &file)?, &value)
+    }
+
+    fn apply_network(&self, n: &oci_spec::runtime::LinuxNetwork) -> Result<()> {
+        if let Some(id) = n.class_id() {
+            write(
+                &self.controller_file("net_cls", "net_cls.classid")?,
+                &id.to_string(),
+            )?;
+        }
+        for p in n.priorities().iter().flatten() {
+            let value = format!("{} {}", p.name(), p.priority());
+            write(
+                &self.controller_file("net_prio", "net_prio.ifpriomap")?,
+                &value,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `unified`: raw v2 key/values, each key a file in the container's unified directory.
+    fn apply_unified(&self, unified: &std::collections::HashMap<String, String>) -> Result<()> {
+        if unified.is_empty() {
+            return Ok(());
+        }
+        let idx = self.layout.hierarchies.iter().position(|h| h.unified);
+        let Some(dir) = idx.and_then(|i| self.paths.get(i)) else {
+            return Err(CgroupError::Unsupported(
+                "linux.resources.unified needs cgroup v2 (none is mounted)".into(),
+            ));
+        };
+        for (key, value) in unified {
+            if key.contains('/') || key.starts_with('.') {
+                return Err(CgroupError::InvalidPath(
+                    key.clone(),
+                    "unified keys are file names",
+                ));
+            }
+            let file = dir.join(key);
+            if !file.exists() {
+                return Err(CgroupError::Unsupported(format!(
+                    "unified key {key:?}: no such file in the container's cgroup v2 directory"
+                )));
+            }
+            write(&file, value)?;
         }
         Ok(())
     }
@@ -500,6 +641,9 @@ impl Cgroup {
     fn apply_cpu(&self, c: &oci_spec::runtime::LinuxCpu) -> Result<()> {
         if let Some(dir) = self.dir_for("cpu") {
             if self.layout.on_v2("cpu") {
+                if let Some(idle) = c.idle() {
+                    write(&dir.join("cpu.idle"), &idle.to_string())?;
+                }
                 if let Some(shares) = c.shares().filter(|s| *s > 0) {
                     // The conversion runc and crun use between v1 shares and v2 weight.
                     let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;

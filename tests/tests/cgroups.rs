@@ -141,3 +141,92 @@ fn systemd_cgroup_falls_back_to_cgroupfs_with_a_warning() {
         let _ = std::fs::remove_dir(dir);
     }
 }
+
+#[test]
+fn more_resources_hugetlb_blkio_unified() {
+    let rt = Runtime::new();
+    let id = unique_id("res");
+    let path = format!("/lodge/{id}");
+    let hugepages = std::path::Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists();
+    let disk = std::fs::read_to_string("/proc/partitions")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 4 && f[1] == "0" && !f[3].starts_with("loop") && !f[3].starts_with("zram"))
+                .then(|| (f[0].to_string(), f[1].to_string()))
+        });
+    let mut bundle = Bundle::new(&["sleep", "1000"]);
+    bundle.edit(|c| {
+        let r = &mut c["linux"]["resources"];
+        if hugepages {
+            r["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 4194304}]);
+        }
+        if let Some((major, minor)) = &disk {
+            r["blockIO"] = json!({"throttleReadBpsDevice": [{"major": major.parse::<i64>().unwrap(), "minor": minor.parse::<i64>().unwrap(), "rate": 1048576}]});
+        }
+        r["unified"] = json!({"cgroup.max.descendants": "7"});
+    });
+    rt.ok(&["run", "-d", "--bundle", bundle.path(), &id]);
+    if hugepages {
+        let (dir, v2) = controller_dir("hugetlb", &path);
+        let file = if v2 {
+            "hugetlb.2MB.max"
+        } else {
+            "hugetlb.2MB.limit_in_bytes"
+        };
+        assert_eq!(read(&dir.join(file)), "4194304");
+    }
+    if let Some((major, minor)) = &disk {
+        let (dir, v2) = controller_dir("blkio", &path);
+        if v2 {
+            let (io, _) = controller_dir("io", &path);
+            assert!(read(&io.join("io.max")).contains("rbps=1048576"));
+        } else {
+            assert_eq!(
+                read(&dir.join("blkio.throttle.read_bps_device")),
+                format!("{major}:{minor} 1048576")
+            );
+        }
+    }
+    let unified = cgroup_dirs(&path)
+        .into_iter()
+        .find(|d| d.join("cgroup.max.descendants").exists())
+        .unwrap();
+    assert_eq!(read(&unified.join("cgroup.max.descendants")), "7");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_no_residue(&id, &bundle);
+}
+
+#[test]
+fn unsupported_or_invalid_resources_fail_clearly() {
+    let rt = Runtime::new();
+    let net_cls = lodge_tests::hierarchies()
+        .iter()
+        .any(|(_, c)| c.iter().any(|x| x == "net_cls"));
+    let mut cases = vec![
+        (
+            json!({"unified": {"cgroup.max.descendants": "-5"}}),
+            "cgroup.max.descendants",
+        ),
+        (json!({"unified": {"no.such.file": "1"}}), "no.such.file"),
+        (json!({"unified": {"../escape": "1"}}), "file names"),
+        (json!({"memory": {"limit": 4096}}), "memory"),
+        (json!({"cpu": {"cpus": "99999"}}), "cpuset.cpus"),
+    ];
+    if !net_cls {
+        cases.push((
+            json!({"network": {"classID": 1048577}}),
+            "not supported on this host",
+        ));
+    }
+    for (resources, expect) in cases {
+        let mut bundle = Bundle::new(&["sleep", "1000"]);
+        bundle.edit(|c| c["linux"]["resources"] = resources.clone());
+        let id = unique_id("badres");
+        let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
+        assert!(err.contains(expect), "{resources}: {err}");
+        rt.assert_no_residue(&id, &bundle);
+    }
+}

@@ -43,6 +43,8 @@ pub enum ProcessError {
     Init { msg: String, errno: i32 },
     #[error("container init exited before it was ready")]
     InitDied,
+    #[error("container init was killed by {0} before it was ready (SIGKILL: is the memory limit too low?)")]
+    InitKilled(&'static str),
     #[error("{0}")]
     Hook(String),
     #[error("writing oom_score_adj: {0}")]
@@ -218,6 +220,15 @@ pub fn spawn(
         &mut spawned,
         on_hook_point,
     );
+    if let Err(ProcessError::InitDied) = result {
+        // Say how it died: a SIGKILL during setup is most often the memory limit.
+        if let Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) =
+            nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None)
+        {
+            return Err(ProcessError::InitKilled(sig.as_str()));
+        }
+        return Err(ProcessError::InitDied);
+    }
     if result.is_err() {
         for pid in [spawned.init_pid, child] {
             if pid > 0 {
