@@ -22,6 +22,8 @@ pub enum Error {
     #[error(transparent)]
     Hook(#[from] HookError),
     #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
     Signal(#[from] UnknownSignal),
     #[error("{0}")]
     InvalidId(String),

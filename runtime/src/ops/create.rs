@@ -85,6 +85,7 @@ fn create_in(
     cg.create(resources)?;
     *cgroup_slot = Some(cg.clone());
 
+    let idmapped = crate::rootfs::idmap::prepare_all(spec, &loaded.bundle)?;
     let listener = listen(&dir.short_path(EXEC_SOCKET))?;
     let console = opts
         .console_socket
@@ -118,6 +119,7 @@ fn create_in(
         cgroup_layout: &layout,
         cgroup_paths: &cg.paths,
         hook_point: !runtime_hooks.is_empty(),
+        idmapped: &idmapped,
     };
     let mut on_hook_point = |pid: i32| {
         let state = hook_state(id, Status::Creating, pid, &loaded.bundle, spec);

@@ -151,6 +151,8 @@ pub fn features() -> Value {
         "rstrictatime",
         "rnostrictatime",
         "defaults",
+        "idmap",
+        "ridmap",
     ];
     json!({
         "ociVersionMin": "1.0.0",
@@ -174,7 +176,7 @@ pub fn features() -> Value {
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "mountExtensions": {"idmap": {"enabled": true}}
         },
         "annotations": {
             "org.lodge.runtime.version": env!("CARGO_PKG_VERSION")

@@ -130,6 +130,7 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         netns: plan.netns,
         cgroup_layout: args.cgroup_layout,
         cgroup_paths: args.cgroup_paths,
+        idmapped: args.idmapped,
     };
     rootfs::prepare_root(&rctx).map_err(rootfs_err)?;
     rootfs::mount_all(&rctx).map_err(rootfs_err)?;

@@ -182,6 +182,8 @@ pub struct InitArgs<'a> {
     pub cgroup_paths: &'a [PathBuf],
     /// Whether init must stop for createRuntime/prestart hooks.
     pub hook_point: bool,
+    /// ID-mapped mount trees prepared by the runtime.
+    pub idmapped: &'a crate::rootfs::idmap::IdmappedTrees,
 }
 
 pub struct Spawned {

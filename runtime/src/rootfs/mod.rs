@@ -4,6 +4,7 @@
 //! Everything here runs in the container's init before pivot_root (or right after it, for the
 //! finishing steps), as root of the container's user namespace.
 
+pub mod idmap;
 pub mod options;
 pub mod path;
 
@@ -41,6 +42,8 @@ pub enum RootfsError {
     RelativeDestination(PathBuf),
     #[error("pivot_root into {path}: {errno}")]
     Pivot { path: PathBuf, errno: Errno },
+    #[error("ID-mapped mount on {dest}: {reason}")]
+    Idmap { dest: PathBuf, reason: String },
 }
 
 type Result<T> = std::result::Result<T, RootfsError>;
@@ -83,6 +86,8 @@ pub struct RootfsContext<'a> {
     pub cgroup_layout: &'a Layout,
     /// The container's cgroup directories on the host, in `cgroup_layout` order.
     pub cgroup_paths: &'a [PathBuf],
+    /// ID-mapped trees prepared by the runtime, by index in `mounts`.
+    pub idmapped: &'a [(usize, std::os::fd::OwnedFd)],
 }
 
 /// Sets the propagation of `/` and makes the rootfs a mount point of its own.
@@ -134,13 +139,18 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
 
 /// Mounts every entry of the spec's `mounts`, in order.
 pub fn mount_all(ctx: &RootfsContext) -> Result<()> {
-    for m in ctx.spec.mounts().iter().flatten() {
-        mount_entry(ctx, m)?;
+    for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
+        let tree = ctx.idmapped.iter().find(|(j, _)| *j == i).map(|(_, fd)| fd);
+        mount_entry(ctx, m, tree)?;
     }
     Ok(())
 }
 
-fn mount_entry(ctx: &RootfsContext, m: &Mount) -> Result<()> {
+fn mount_entry(
+    ctx: &RootfsContext,
+    m: &Mount,
+    idmapped: Option<&std::os::fd::OwnedFd>,
+) -> Result<()> {
     if !m.destination().is_absolute() {
         return Err(RootfsError::RelativeDestination(m.destination().clone()));
     }
@@ -154,7 +164,7 @@ fn mount_entry(ctx: &RootfsContext, m: &Mount) -> Result<()> {
         } else {
             ctx.bundle.join(source)
         };
-        return bind_mount(ctx, &source, &dest, &opts);
+        return bind_mount(ctx, &source, &dest, &opts, idmapped);
     }
     match typ {
         "cgroup" | "cgroup2" => return mount_cgroups(ctx, &dest, &opts),
@@ -163,7 +173,7 @@ fn mount_entry(ctx: &RootfsContext, m: &Mount) -> Result<()> {
             // container keeps the host's netns, so bind the host's /sys instead, like runc.
             let mut bind = opts.clone();
             bind.flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
-            return bind_mount(ctx, Path::new("/sys"), &dest, &bind);
+            return bind_mount(ctx, Path::new("/sys"), &dest, &bind, None);
         }
         _ => {}
     }
@@ -205,15 +215,29 @@ fn finish_mount(dest: &Path, opts: &MountOptions) -> Result<()> {
     Ok(())
 }
 
-fn bind_mount(ctx: &RootfsContext, source: &Path, dest: &Path, opts: &MountOptions) -> Result<()> {
+fn bind_mount(
+    ctx: &RootfsContext,
+    source: &Path,
+    dest: &Path,
+    opts: &MountOptions,
+    idmapped: Option<&std::os::fd::OwnedFd>,
+) -> Result<()> {
     let md = std::fs::metadata(source).map_err(io("stat bind source", source))?;
     if md.is_dir() {
         mkdir_all(dest)?;
     } else {
         create_file(dest)?;
     }
-    let rec = opts.flags & MsFlags::MS_REC;
-    do_mount(Some(source), dest, None, MsFlags::MS_BIND | rec, None)?;
+    match idmapped {
+        Some(tree) => idmap::attach(tree, dest)?,
+        None => do_mount(
+            Some(source),
+            dest,
+            None,
+            MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC),
+            None,
+        )?,
+    }
     let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
         remount_bind(dest, extra, ctx.userns)?;

@@ -48,6 +48,8 @@ impl MountOptions {
                 }
             } else if opt == "tmpcopyup" {
                 o.tmpcopyup = true;
+            } else if opt == "idmap" || opt == "ridmap" {
+                // Prepared by the runtime before the clone (rootfs::idmap).
             } else if opt != "defaults" && !opt.is_empty() {
                 o.data.push(opt.clone());
             }

@@ -1,0 +1,209 @@
+//! ID-mapped bind mounts (`idmap`/`ridmap`, `mounts[].uidMappings/gidMappings`).
+//!
+//! Setting an ID mapping on a mount needs privileges over the filesystem, which the container's
+//! init (root of its user namespace only) does not have. So lodge-runc, still host root,
+//! prepares each one before the clone: a detached copy of the source tree (open_tree with
+//! OPEN_TREE_CLONE), ID-mapped with mount_setattr(MOUNT_ATTR_IDMAP) through a user namespace
+//! holding the mappings. Init inherits the fds and attaches them with move_mount.
+//!
+//! The mapping works downwards: an on-disk ID is read as an ID inside the mapping's namespace and
+//! shown as the matching outside ID. With the container's own mappings (0 → 100000), files owned
+//! by root on disk show up owned by the container's root.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
+
+use super::options::MountOptions;
+use super::RootfsError;
+use crate::sys::{self, Forked};
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// Detached, ID-mapped trees for the spec's mounts, by index in `mounts`.
+pub type IdmappedTrees = Vec<(usize, OwnedFd)>;
+
+/// Whether a mount asks for an ID mapping, and its mappings (its own, or the container's).
+fn wanted<'a>(
+    m: &'a Mount,
+    spec: &'a Spec,
+) -> Option<(bool, Vec<LinuxIdMapping>, Vec<LinuxIdMapping>)> {
+    let opts = m.options().clone().unwrap_or_default();
+    let recursive = opts.iter().any(|o| o == "ridmap");
+    let asked = recursive || opts.iter().any(|o| o == "idmap");
+    let own = (
+        m.uid_mappings().clone().unwrap_or_default(),
+        m.gid_mappings().clone().unwrap_or_default(),
+    );
+    if !asked && own.0.is_empty() && own.1.is_empty() {
+        return None;
+    }
+    let linux = spec.linux().as_ref();
+    let uid = if own.0.is_empty() {
+        linux
+            .and_then(|l| l.uid_mappings().clone())
+            .unwrap_or_default()
+    } else {
+        own.0
+    };
+    let gid = if own.1.is_empty() {
+        linux
+            .and_then(|l| l.gid_mappings().clone())
+            .unwrap_or_default()
+    } else {
+        own.1
+    };
+    Some((recursive, uid, gid))
+}
+
+/// Prepares every ID-mapped mount of `spec` (sources relative to `bundle`).
+pub fn prepare_all(spec: &Spec, bundle: &Path) -> Result<IdmappedTrees, RootfsError> {
+    let mut out = vec![];
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let Some((recursive, uid, gid)) = wanted(m, spec) else {
+            continue;
+        };
+        let dest = m.destination().clone();
+        let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
+        if !(m.typ().as_deref() == Some("bind") || opts.is_bind()) {
+            return Err(RootfsError::Idmap {
+                dest,
+                reason: "only bind mounts can be ID-mapped".into(),
+            });
+        }
+        if uid.is_empty() || gid.is_empty() {
+            return Err(RootfsError::Idmap {
+                dest,
+                reason:
+                    "idmap needs uidMappings and gidMappings (the mount's, or a user namespace's)"
+                        .into(),
+            });
+        }
+        let source = m.source().clone().unwrap_or_default();
+        let source = if source.is_absolute() {
+            source
+        } else {
+            bundle.join(source)
+        };
+        let fail = |e: io::Error| RootfsError::Idmap {
+            dest: dest.clone(),
+            reason: format!("{}: {e}", source.display()),
+        };
+        let userns = userns_with_maps(&uid, &gid).map_err(fail)?;
+        let tree = idmapped_tree(
+            &source,
+            recursive || opts.flags.contains(nix::mount::MsFlags::MS_REC),
+            &userns,
+        )
+        .map_err(fail)?;
+        out.push((i, tree));
+    }
+    Ok(out)
+}
+
+/// A user namespace with these mappings, held by an fd (its short-lived owner is reaped).
+pub fn userns_with_maps(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> io::Result<OwnedFd> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let child = match sys::fork_with_flags(libc::CLONE_NEWUSER as u64)? {
+        Forked::Child => {
+            drop(w);
+            let mut b = [0u8; 1];
+            // SAFETY: wait for the parent to close the pipe, then leave.
+            unsafe {
+                libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+                libc::_exit(0)
+            }
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(r);
+    let fmt = |m: &[LinuxIdMapping]| {
+        m.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    let result = (|| {
+        std::fs::write(format!("/proc/{child}/uid_map"), fmt(uid))?;
+        std::fs::write(format!("/proc/{child}/gid_map"), fmt(gid))?;
+        Ok(std::fs::File::open(format!("/proc/{child}/ns/user"))?.into())
+    })();
+    drop(w);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+    result
+}
+
+/// A detached copy of `source` (with its submounts when `recursive`), ID-mapped through `userns`.
+pub fn idmapped_tree(source: &Path, recursive: bool, userns: &OwnedFd) -> io::Result<OwnedFd> {
+    let path = sys::cstr(source)?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: open_tree with a valid path; the result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attr = sys::MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let empty = CString::default();
+    let mut at = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        at |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: mount_setattr on our detached tree.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            at,
+            &attr as *const sys::MountAttr,
+            std::mem::size_of::<sys::MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tree)
+}
+
+/// Attaches a prepared tree at `dest` (move_mount).
+pub fn attach(tree: &OwnedFd, dest: &Path) -> Result<(), RootfsError> {
+    let target = sys::cstr(dest).map_err(|e| RootfsError::Io {
+        op: "move_mount",
+        path: dest.to_path_buf(),
+        source: e,
+    })?;
+    let empty = CString::default();
+    // SAFETY: move_mount from our detached tree onto a path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(RootfsError::Io {
+            op: "move_mount",
+            path: dest.to_path_buf(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
