@@ -20,8 +20,13 @@ pub enum SeccompError {
     Lib(#[from] libseccomp::error::SeccompError),
     #[error("seccomp: unknown architecture {0}")]
     Arch(String),
-    #[error("seccomp: SCMP_ACT_NOTIFY (listenerPath) is not supported by this lodge-runc yet")]
+    #[error("seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath")]
     Notify,
+    #[error("seccomp: sending the notify fd to {path}: {source}")]
+    Listener {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("seccomp: argument index {0} is out of range (0-5)")]
     ArgIndex(usize),
 }
@@ -38,7 +43,7 @@ fn action(a: LinuxSeccompAction, errno_ret: Option<u32>) -> Result<ScmpAction, S
         LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno as u16),
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
-        LinuxSeccompAction::ScmpActNotify => return Err(SeccompError::Notify),
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
     })
 }
 
@@ -62,8 +67,45 @@ fn compare(arg: &oci_spec::runtime::LinuxSeccompArg) -> Result<ScmpArgCompare, S
     Ok(ScmpArgCompare::new(arg.index() as u32, op, datum))
 }
 
+/// Whether the profile hands syscalls to a user-space agent.
+pub fn uses_notify(s: &LinuxSeccomp) -> bool {
+    s.default_action() == LinuxSeccompAction::ScmpActNotify
+        || s.syscalls()
+            .iter()
+            .flatten()
+            .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+}
+
+/// Hands the notify fd to the agent at `listenerPath`, as the runtime-spec describes: the
+/// container process state as JSON, with the fd attached (SCM_RIGHTS).
+pub fn send_to_listener(
+    s: &LinuxSeccomp,
+    fd: std::os::fd::RawFd,
+    pid: i32,
+    state: serde_json::Value,
+) -> Result<(), SeccompError> {
+    let path = s.listener_path().clone().ok_or(SeccompError::Notify)?;
+    let err = |source| SeccompError::Listener {
+        path: path.clone(),
+        source,
+    };
+    let sock = std::os::unix::net::UnixStream::connect(&path).map_err(err)?;
+    let msg = serde_json::json!({
+        "ociVersion": crate::OCI_SPEC_VERSION,
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": s.listener_metadata().clone().unwrap_or_default(),
+        "state": state,
+    });
+    let data = serde_json::to_vec(&msg).expect("state serializes");
+    crate::sys::send_fds(std::os::fd::AsRawFd::as_raw_fd(&sock), &data, &[fd]).map_err(err)
+}
+
 /// Builds (but does not load) the filter.
 pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
+    if uses_notify(s) && s.listener_path().is_none() {
+        return Err(SeccompError::Notify);
+    }
     let default = action(s.default_action(), s.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default)?;
     // no_new_privs is the spec's decision (process.noNewPrivileges), not libseccomp's.

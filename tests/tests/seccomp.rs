@@ -122,8 +122,80 @@ fn a_user_without_no_new_privs_gets_the_filter_but_not_cap_sys_admin() {
     assert_eq!(field("Seccomp:"), "2", "filter mode");
 }
 
+/// A seccomp agent: receives the listener fd and the state from the runtime, then answers each
+/// notified syscall with ENOTSUP (95). Returns the state message it got.
+fn agent(
+    listener: std::os::unix::net::UnixListener,
+    answers: usize,
+) -> std::thread::JoinHandle<serde_json::Value> {
+    std::thread::spawn(move || {
+        use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        use std::os::fd::AsRawFd;
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let (n, fd) = {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(
+                conn.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::empty(),
+            )
+            .unwrap();
+            let fd = msg.cmsgs().unwrap().find_map(|c| match c {
+                ControlMessageOwned::ScmRights(f) => Some(f[0]),
+                _ => None,
+            });
+            (msg.bytes, fd.expect("the notify fd"))
+        };
+        let state: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+        for _ in 0..answers {
+            let req = ScmpNotifReq::receive(fd).unwrap();
+            ScmpNotifResp::new_error(req.id, -95, ScmpNotifRespFlags::empty())
+                .respond(fd)
+                .unwrap();
+        }
+        state
+    })
+}
+
 #[test]
-fn notify_is_refused_clearly() {
+fn notify_hands_the_listener_fd_to_the_agent() {
+    let rt = Runtime::new();
+    let sock = std::path::Path::new(lodge_tests::WORK).join(format!("{}.sock", unique_id("agent")));
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let handle = agent(listener, 1);
+    let mut bundle = Bundle::new(&["sh", "-c", "mkdir /tmp/by-agent || echo refused-by-agent"]);
+    let path = sock.to_str().unwrap().to_string();
+    bundle.edit(|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": path,
+            "listenerMetadata": "lodge-test",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+    });
+    let id = unique_id("notify");
+    let (code, out, err) = rt.run_container(&id, &bundle);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "refused-by-agent\n");
+    assert!(
+        err.contains("Operation not supported"),
+        "the agent's errno: {err}"
+    );
+    let state = handle.join().unwrap();
+    assert_eq!(state["fds"], json!(["seccompFd"]));
+    assert_eq!(state["metadata"], "lodge-test");
+    assert_eq!(state["state"]["id"], id.as_str());
+    assert!(state["pid"].as_i64().unwrap() > 0);
+    rt.assert_no_residue(&id, &bundle);
+    std::fs::remove_file(&sock).unwrap();
+}
+
+#[test]
+fn notify_without_a_listener_is_refused() {
     let rt = Runtime::new();
     let mut bundle = Bundle::new(&["true"]);
     bundle.edit(|c| {
@@ -132,8 +204,30 @@ fn notify_is_refused_clearly() {
             "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]
         });
     });
-    let id = unique_id("notify");
+    let id = unique_id("nolistener");
     let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
-    assert!(err.contains("SCMP_ACT_NOTIFY"), "{err}");
+    assert!(err.contains("listenerPath"), "{err}");
+    rt.assert_no_residue(&id, &bundle);
+
+    // A listener path nobody listens on fails create too, and cleanly.
+    bundle.edit(|c| c["linux"]["seccomp"]["listenerPath"] = "/nonexistent/agent.sock".into());
+    let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
+    assert!(err.contains("/nonexistent/agent.sock"), "{err}");
+    rt.assert_no_residue(&id, &bundle);
+}
+
+#[test]
+fn a_bad_profile_fails_create() {
+    let rt = Runtime::new();
+    let mut bundle = Bundle::new(&["true"]);
+    bundle.edit(|c| {
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["kill"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 9, "value": 1, "op": "SCMP_CMP_EQ"}]}]
+        });
+    });
+    let id = unique_id("badprofile");
+    let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
+    assert!(err.contains("argument index 9"), "{err}");
     rt.assert_no_residue(&id, &bundle);
 }

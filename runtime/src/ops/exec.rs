@@ -61,6 +61,8 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let args = ExecArgs {
+        id,
+        bundle: &st.bundle,
         process: &opts.process,
         seccomp,
         namespaces: &namespaces,

@@ -2,7 +2,7 @@
 //! one JSON message per packet. Errors cross with their errno.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,9 @@ pub enum Message {
     /// Init → parent: mounts are done; run the createRuntime (and prestart) hooks.
     HookPoint,
     HooksDone,
+    /// Init → parent, with the seccomp notify fd attached (SCM_RIGHTS): hand it to the listener.
+    SeccompFd,
+    SeccompFdDone,
     /// Init is set up and waits for `start`.
     Ready,
     Error {
@@ -61,6 +64,45 @@ impl Channel {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Sends `msg` with `fd` attached.
+    pub fn send_with_fd(&self, msg: &Message, fd: RawFd) -> io::Result<()> {
+        let data = serde_json::to_vec(msg).expect("message serializes");
+        crate::sys::send_fds(self.fd.as_raw_fd(), &data, &[fd])
+    }
+
+    /// The next message and the fd attached to it, if any.
+    pub fn recv_with_fd(&self) -> io::Result<(Option<Message>, Option<OwnedFd>)> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let (n, fd) = {
+            let mut iov = [io::IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(io::Error::from)?;
+            let mut fd = None;
+            for c in msg.cmsgs().map_err(io::Error::from)? {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    // SAFETY: received fds are ours.
+                    fd = fds
+                        .first()
+                        .map(|f| unsafe { std::os::fd::FromRawFd::from_raw_fd(*f) });
+                }
+            }
+            (msg.bytes, fd)
+        };
+        if n == 0 {
+            return Ok((None, fd));
+        }
+        let m = serde_json::from_slice(&buf[..n])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok((Some(m), fd))
     }
 
     /// The next message; `None` when the other side closed without a word.

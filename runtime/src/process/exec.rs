@@ -1,7 +1,7 @@
 //! A new process in a running container (`exec`): join its cgroups and namespaces (the user
 //! namespace first), fork into its pid namespace, and run the container's process setup.
 
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxSeccomp, Process};
@@ -45,6 +45,9 @@ pub fn namespaces_of(pid: i32) -> Result<Vec<(CloneFlags, OwnedFd)>, ProcessErro
 }
 
 pub struct ExecArgs<'a> {
+    /// For the seccomp listener's state message.
+    pub id: &'a str,
+    pub bundle: &'a std::path::Path,
     pub process: &'a Process,
     pub seccomp: Option<&'a LinuxSeccomp>,
     pub namespaces: &'a [(CloneFlags, OwnedFd)],
@@ -78,11 +81,29 @@ pub fn spawn(args: &ExecArgs, cgroup: &Cgroup) -> Result<i32, ProcessError> {
         // The intermediate process joins the cgroups first; the final process inherits them.
         cgroup.add_pid(child)?;
         parent_end.send(&Message::Go).map_err(ProcessError::Sync)?;
-        match parent_end.recv().map_err(ProcessError::Sync)? {
-            Some(Message::InitPid { pid }) => Ok(pid),
-            Some(Message::Error { msg, errno }) => Err(ProcessError::Init { msg, errno }),
-            _ => Err(ProcessError::InitDied),
+        let pid = match parent_end.recv().map_err(ProcessError::Sync)? {
+            Some(Message::InitPid { pid }) => pid,
+            Some(Message::Error { msg, errno }) => return Err(ProcessError::Init { msg, errno }),
+            _ => return Err(ProcessError::InitDied),
+        };
+        if let Some(seccomp) = args.seccomp.filter(|s| crate::seccomp::uses_notify(s)) {
+            // The process loads its filter before execve and hands the listener fd over.
+            match parent_end.recv_with_fd().map_err(ProcessError::Sync)? {
+                (Some(Message::SeccompFd), Some(fd)) => {
+                    let state = serde_json::json!({
+                        "ociVersion": crate::OCI_SPEC_VERSION, "id": args.id, "status": "running",
+                        "pid": pid, "bundle": args.bundle,
+                    });
+                    crate::seccomp::send_to_listener(seccomp, fd.as_raw_fd(), pid, state)?;
+                    parent_end
+                        .send(&Message::SeccompFdDone)
+                        .map_err(ProcessError::Sync)?;
+                }
+                // The process failed before loading its filter; the error pipe says why.
+                _ => {}
+            }
         }
+        Ok(pid)
     })();
     if result.is_err() {
         let _ =
@@ -111,13 +132,13 @@ fn enter(args: &ExecArgs, chan: &Channel) -> Result<Never, Fail> {
         Forked::Child => {}
     }
     // From here on the runtime reads only the error pipe.
-    match finish(args, in_userns) {
+    match finish(args, in_userns, chan) {
         Ok(never) => match never {},
         Err(Fail(msg, _)) => report(args.error_pipe, &msg),
     }
 }
 
-fn finish(args: &ExecArgs, in_userns: bool) -> Result<Never, Fail> {
+fn finish(args: &ExecArgs, in_userns: bool, chan: &Channel) -> Result<Never, Fail> {
     if in_userns {
         let root = nix::unistd::Gid::from_raw(0);
         ctx("setresgid(0)", nix::unistd::setresgid(root, root, root))?;
@@ -132,7 +153,17 @@ fn finish(args: &ExecArgs, in_userns: bool) -> Result<Never, Fail> {
         let (slave, _) = open_terminal(sock, args.process)?;
         make_controlling_terminal(&slave)?;
     }
-    let prepared = prepare(args.process, args.seccomp)?;
+    let mut prepared = prepare(args.process, args.seccomp)?;
+    if let Some(fd) = prepared.load_for_notify()? {
+        ctx(
+            "sending the seccomp notify fd",
+            chan.send_with_fd(&Message::SeccompFd, fd.as_raw_fd()),
+        )?;
+        ctx(
+            "handing the seccomp fd to the listener",
+            chan.expect(Message::SeccompFdDone),
+        )?;
+    }
     reset_signals();
     let err = prepared.exec(args.preserve_fds);
     report(args.error_pipe, &err)

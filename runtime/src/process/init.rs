@@ -199,7 +199,17 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     if let Some(p) = linux.personality() {
         ctx("personality", super::sched::apply_personality(p))?;
     }
-    let prepared = prepare(process, linux.seccomp().as_ref())?;
+    let mut prepared = prepare(process, linux.seccomp().as_ref())?;
+    if let Some(fd) = prepared.load_for_notify()? {
+        ctx(
+            "sending the seccomp notify fd",
+            chan.send_with_fd(&Message::SeccompFd, fd.as_raw_fd()),
+        )?;
+        ctx(
+            "handing the seccomp fd to the listener",
+            chan.expect(Message::SeccompFdDone),
+        )?;
+    }
 
     ctx("sync", chan.send(&Message::Ready))?;
     // Block until `start` connects to the exec socket.
@@ -295,6 +305,8 @@ pub(super) struct Prepared {
     argv: Vec<CString>,
     envp: Vec<CString>,
     filter: Option<libseccomp::ScmpFilterContext>,
+    /// The filter hands syscalls to an agent: it is loaded early, see `load_for_notify`.
+    notify: bool,
     caps: CapSets,
     keep_admin: bool,
 }
@@ -354,6 +366,7 @@ pub(super) fn prepare(
         exe,
         argv: cstrings(&args),
         envp: cstrings(&env),
+        notify: seccomp.is_some_and(crate::seccomp::uses_notify),
         filter,
         caps,
         keep_admin,
@@ -361,18 +374,43 @@ pub(super) fn prepare(
 }
 
 impl Prepared {
+    fn load_filter(&mut self) -> Result<Option<libseccomp::ScmpFilterContext>, String> {
+        let Some(filter) = self.filter.take() else {
+            return Ok(None);
+        };
+        filter
+            .load()
+            .map_err(|e| format!("loading the seccomp filter: {e}"))?;
+        if self.keep_admin {
+            self.caps.apply_process().map_err(|e| {
+                format!("dropping CAP_SYS_ADMIN after loading the seccomp filter: {e}")
+            })?;
+        }
+        Ok(Some(filter))
+    }
+
+    /// A filter with SCMP_ACT_NOTIFY is loaded before the process is released (as runc does),
+    /// so the runtime can hand its listener fd to the agent first. Returns that fd.
+    pub(super) fn load_for_notify(&mut self) -> Result<Option<OwnedFd>, Fail> {
+        if !self.notify {
+            return Ok(None);
+        }
+        let filter = self
+            .load_filter()
+            .map_err(|e| Fail(e, 0))?
+            .expect("notify implies a filter");
+        let fd = filter
+            .get_notify_fd()
+            .map_err(|e| Fail(format!("seccomp notify fd: {e}"), 0))?;
+        // SAFETY: the listener fd belongs to this process; libseccomp does not close it.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
     /// The seccomp filter goes last, so none of the runtime's own syscalls are filtered; then
     /// fds above the preserved ones are closed on exec. Returns only if execve failed.
-    pub(super) fn exec(self, preserve_fds: i32) -> String {
-        if let Some(filter) = &self.filter {
-            if let Err(e) = filter.load() {
-                return format!("loading the seccomp filter: {e}");
-            }
-            if self.keep_admin {
-                if let Err(e) = self.caps.apply_process() {
-                    return format!("dropping CAP_SYS_ADMIN after loading the seccomp filter: {e}");
-                }
-            }
+    pub(super) fn exec(mut self, preserve_fds: i32) -> String {
+        if let Err(e) = self.load_filter() {
+            return e;
         }
         if let Err(e) = sys::cloexec_from(3 + preserve_fds) {
             return format!("closing file descriptors: {e}");

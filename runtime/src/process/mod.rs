@@ -47,6 +47,8 @@ pub enum ProcessError {
     InitKilled(&'static str),
     #[error("{0}")]
     Hook(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("writing oom_score_adj: {0}")]
     OomScoreAdj(std::io::Error),
 }
@@ -263,7 +265,31 @@ fn drive(
     }
     chan.send(&Message::Go).map_err(ProcessError::Sync)?;
     loop {
-        match chan.recv().map_err(ProcessError::Sync)? {
+        let (msg, fd) = chan.recv_with_fd().map_err(ProcessError::Sync)?;
+        match msg {
+            Some(Message::SeccompFd) => {
+                let fd = fd.ok_or_else(|| {
+                    ProcessError::Sync(std::io::Error::other("seccomp fd missing"))
+                })?;
+                let seccomp = args
+                    .spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.seccomp().as_ref())
+                    .expect("init has a filter");
+                let state = serde_json::from_slice(&crate::ops::hook_state(
+                    args.id,
+                    crate::state::Status::Creating,
+                    spawned.init_pid,
+                    args.bundle,
+                    args.spec,
+                ))
+                .unwrap_or_default();
+                crate::seccomp::send_to_listener(seccomp, fd.as_raw_fd(), spawned.init_pid, state)
+                    .map_err(ProcessError::Seccomp)?;
+                chan.send(&Message::SeccompFdDone)
+                    .map_err(ProcessError::Sync)?;
+            }
             Some(Message::MapRequest) => {
                 write_id_maps(args.spec, child)?;
                 chan.send(&Message::MapsDone).map_err(ProcessError::Sync)?;
