@@ -88,19 +88,19 @@ pub fn spawn(args: &ExecArgs, cgroup: &Cgroup) -> Result<i32, ProcessError> {
         };
         if let Some(seccomp) = args.seccomp.filter(|s| crate::seccomp::uses_notify(s)) {
             // The process loads its filter before execve and hands the listener fd over.
-            match parent_end.recv_with_fd().map_err(ProcessError::Sync)? {
-                (Some(Message::SeccompFd), Some(fd)) => {
-                    let state = serde_json::json!({
-                        "ociVersion": crate::OCI_SPEC_VERSION, "id": args.id, "status": "running",
-                        "pid": pid, "bundle": args.bundle,
-                    });
-                    crate::seccomp::send_to_listener(seccomp, fd.as_raw_fd(), pid, state)?;
-                    parent_end
-                        .send(&Message::SeccompFdDone)
-                        .map_err(ProcessError::Sync)?;
-                }
-                // The process failed before loading its filter; the error pipe says why.
-                _ => {}
+            // (Anything else means the process failed before loading its filter; the error pipe
+            // says why.)
+            if let (Some(Message::SeccompFd), Some(fd)) =
+                parent_end.recv_with_fd().map_err(ProcessError::Sync)?
+            {
+                let state = serde_json::json!({
+                    "ociVersion": crate::OCI_SPEC_VERSION, "id": args.id, "status": "running",
+                    "pid": pid, "bundle": args.bundle,
+                });
+                crate::seccomp::send_to_listener(seccomp, fd.as_raw_fd(), pid, state)?;
+                parent_end
+                    .send(&Message::SeccompFdDone)
+                    .map_err(ProcessError::Sync)?;
             }
         }
         Ok(pid)
