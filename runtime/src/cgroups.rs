@@ -706,7 +706,10 @@ impl Cgroup {
         }
         let rules = with_default_devices(rules);
         let rules = &rules[..];
-        if let Some(h) = self.layout.v1("devices") {
+        // LODGE_DEVICE_FILTER=ebpf uses the v2 filter even where v1 has a devices hierarchy
+        // (both then apply), so the eBPF path is tested on hybrid hosts too.
+        let force_bpf = std::env::var_os("LODGE_DEVICE_FILTER").is_some_and(|v| v == "ebpf");
+        if let Some(h) = self.layout.v1("devices").filter(|_| !force_bpf) {
             let idx = self
                 .layout
                 .hierarchies
@@ -724,17 +727,18 @@ impl Cgroup {
             }
             return Ok(());
         }
-        let denies_anything = rules.iter().any(|r| !r.allow());
-        if denies_anything && self.layout.is_unified_only() {
-            // Enforcing device rules on v2 needs an eBPF program; refusing is safer than
-            // silently letting the container open every device node.
+        // No v1 devices hierarchy: filter with an eBPF program on the unified hierarchy.
+        let unified = self.layout.hierarchies.iter().position(|h| h.unified);
+        let Some(dir) = unified.and_then(|i| self.paths.get(i)) else {
             return Err(CgroupError::Unsupported(
-                "device cgroup rules on a pure cgroup v2 host need the eBPF device filter, which \
-                 this lodge-runc does not implement yet"
-                    .into(),
+                "device rules need a v1 devices hierarchy or cgroup v2".into(),
             ));
-        }
-        Ok(())
+        };
+        crate::devices_bpf::attach(dir, rules).map_err(|source| CgroupError::Write {
+            path: dir.clone(),
+            value: "eBPF device filter".into(),
+            source,
+        })
     }
 
     /// Freezes (or thaws) every process, and waits until the kernel says it is done.

@@ -4,6 +4,7 @@
 //! operation in [`ops`]. The runtime is synchronous and single-threaded on purpose: it forks.
 
 pub mod cgroups;
+pub mod devices_bpf;
 pub mod error;
 pub mod hooks;
 pub mod ops;

@@ -230,3 +230,42 @@ fn unsupported_or_invalid_resources_fail_clearly() {
         rt.assert_no_residue(&id, &bundle);
     }
 }
+
+#[test]
+fn ebpf_device_filter() {
+    // The cgroup v2 device filter, forced on so it is the only device control here.
+    let rt = Runtime::new();
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "head -c 3 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; mknod /tmp/mem c 1 1 && echo mknod-ok; head -c 1 /tmp/mem > /dev/null || echo mem-denied; mknod /tmp/kmsg c 1 11; true >> /tmp/kmsg && echo kmsg-write-ok; head -c 1 /tmp/kmsg > /dev/null || echo kmsg-read-denied",
+    ]);
+    bundle.edit(|c| {
+        c["root"]["readonly"] = false.into();
+        let caps = json!(["CAP_MKNOD", "CAP_SYS_RAWIO", "CAP_DAC_OVERRIDE"]);
+        c["process"]["capabilities"] =
+            json!({"bounding": caps, "effective": caps, "permitted": caps});
+        // 1:11 (/dev/kmsg) may be opened for writing but not for reading: an access mask check.
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "w"}
+        ]);
+    });
+    let id = unique_id("bpf");
+    let out = rt
+        .command(&["run", "--bundle", bundle.path(), &id])
+        .env("LODGE_DEVICE_FILTER", "ebpf")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "3\nnull-ok\nmknod-ok\nmem-denied\nkmsg-write-ok\nkmsg-read-denied\n"
+    );
+    rt.assert_no_residue(&id, &bundle);
+}
