@@ -117,6 +117,15 @@ fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
     if !new_userns && has_maps > 0 {
         return Err(SpecError::MappingsWithoutUserns);
     }
+    let mountns = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Mount);
+    if !mountns && root.readonly() == Some(true) {
+        // Remounting "/" read-only would hit the host's root mount.
+        return Err(SpecError::Unsupported(
+            "root.readonly without a mount namespace",
+        ));
+    }
     if linux.intel_rdt().is_some() {
         return Err(SpecError::Unsupported("linux.intelRdt"));
     }

@@ -213,3 +213,33 @@ fn recursive_readonly_and_propagation_options() {
     assert!(line.contains("shared:"), "rshared: {line}");
     std::fs::remove_dir_all(&host_dir).unwrap();
 }
+
+#[test]
+fn without_a_mount_namespace_mounts_are_undone_at_delete() {
+    // Allowed by the spec (runc too): the mounts land in the host's namespace under the rootfs.
+    let rt = Runtime::new();
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "ls /dev/null /proc/self/status > /dev/null && echo inside",
+    ]);
+    bundle.edit(|c| {
+        c["root"]["readonly"] = false.into();
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "mount");
+    });
+    let (code, out, err) = rt.run_clean(&bundle);
+    assert_eq!((code, out.as_str()), (0, "inside\n"), "{err}");
+
+    // root.readonly would remount the host's "/": refused.
+    bundle.edit(|c| c["root"]["readonly"] = true.into());
+    let id = unique_id("nomntns");
+    let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
+    assert!(
+        err.contains("root.readonly without a mount namespace"),
+        "{err}"
+    );
+    rt.assert_no_residue(&id, &bundle);
+}

@@ -48,7 +48,19 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     }
     cgroup.remove()?;
-    if let Some(spec) = dir.load_config() {
+    let spec = dir.load_config();
+    let own_mountns = spec
+        .as_ref()
+        .and_then(|s| s.linux().as_ref())
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+        });
+    if !own_mountns {
+        crate::rootfs::unmount_below(&st.rootfs);
+    }
+    if let Some(spec) = spec {
         if let Some(h) = spec.hooks().as_ref().and_then(|h| h.poststop().clone()) {
             let state = hook_state(id, Status::Stopped, 0, &st.bundle, &spec);
             if let Err(e) = hooks::run_all("poststop", &h, &state) {

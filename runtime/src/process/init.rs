@@ -114,13 +114,9 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     }
     let spec = args.spec;
     let process = spec.process().as_ref().expect("validated: process exists");
-    if !plan.mountns {
-        return Err(Fail(
-            "lodge-runc requires a mount namespace (add {\"type\": \"mount\"} to linux.namespaces)"
-                .into(),
-            0,
-        ));
-    }
+    // Without a mount namespace (allowed by the spec, as with runc) the mounts land in the
+    // host's namespace under the rootfs: "/" is left alone, the root is entered with chroot,
+    // and `delete` unmounts what was mounted.
     let rctx = RootfsContext {
         spec,
         rootfs: args.rootfs,
@@ -132,7 +128,9 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         cgroup_paths: args.cgroup_paths,
         idmapped: args.idmapped,
     };
-    rootfs::prepare_root(&rctx).map_err(rootfs_err)?;
+    if plan.mountns {
+        rootfs::prepare_root(&rctx).map_err(rootfs_err)?;
+    }
     rootfs::mount_all(&rctx).map_err(rootfs_err)?;
     rootfs::setup_dev(&rctx).map_err(rootfs_err)?;
     let cwd =
@@ -157,7 +155,11 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         crate::hooks::run_all("createContainer", &hooks, &state)
             .map_err(|e| Fail(e.to_string(), 0))?;
     }
-    rootfs::enter_root(args.rootfs, args.no_pivot).map_err(rootfs_err)?;
+    if plan.mountns {
+        rootfs::enter_root(args.rootfs, args.no_pivot).map_err(rootfs_err)?;
+    } else {
+        rootfs::chroot_into(args.rootfs).map_err(rootfs_err)?;
+    }
 
     let linux = spec.linux().as_ref().expect("validated: linux exists");
     if process.terminal() == Some(true) {

@@ -514,6 +514,32 @@ pub fn enter_root(rootfs: &Path, no_pivot: bool) -> Result<()> {
     nix::unistd::chdir("/").map_err(fail)
 }
 
+/// Enters the rootfs with chroot only (no mount namespace: pivot_root would move the host's root).
+pub fn chroot_into(rootfs: &Path) -> Result<()> {
+    let fail = |errno| RootfsError::Pivot {
+        path: rootfs.to_path_buf(),
+        errno,
+    };
+    nix::unistd::chroot(rootfs).map_err(fail)?;
+    nix::unistd::chdir("/").map_err(fail)
+}
+
+/// Unmounts everything mounted at or below `rootfs` on the host, deepest first (containers
+/// without a mount namespace leave their mounts there).
+pub fn unmount_below(rootfs: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(rootfs) && m != rootfs)
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    for m in mounts {
+        let _ = umount2(&m, MntFlags::MNT_DETACH);
+    }
+}
+
 /// Masked paths (after pivot_root): directories get a read-only empty tmpfs, files /dev/null.
 pub fn mask_paths(paths: &[String]) -> Result<()> {
     for p in paths {
