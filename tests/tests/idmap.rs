@@ -97,3 +97,34 @@ fn idmap_failures() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn idmapped_rootfs_by_annotation() {
+    // The rootfs is owned by host root, yet the container's root (host 500000) owns it inside
+    // and can write to it, with no chown of the image.
+    let rt = Runtime::new();
+    let mut bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "stat -c '%u' /bin/busybox; touch /made-inside && echo wrote",
+    ]);
+    bundle.with_userns(500000);
+    bundle.edit(|c| {
+        c["root"]["readonly"] = false.into();
+        c["annotations"] = json!({"org.lodge.rootfs.idmap": "true"});
+    });
+    let (code, out, err) = rt.run_clean(&bundle);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "0\nwrote\n");
+    let md = std::fs::metadata(bundle.rootfs().join("made-inside")).unwrap();
+    assert_eq!(
+        md.uid(),
+        0,
+        "written through the mapping: host root on disk"
+    );
+
+    // Without the annotation, the same rootfs is not the container root's.
+    bundle.edit(|c| c["annotations"] = json!({}));
+    let (_, out, _) = rt.run_clean(&bundle);
+    assert_eq!(out, "65534\n", "unmapped owner, and no write to the root: {out}");
+}

@@ -85,7 +85,7 @@ fn create_in(
     cg.create(resources)?;
     *cgroup_slot = Some(cg.clone());
 
-    let idmapped = crate::rootfs::idmap::prepare_all(spec, &loaded.bundle)?;
+    let idmapped = crate::rootfs::idmap::prepare_all(spec, &loaded.bundle, &loaded.rootfs)?;
     let listener = listen(&dir.short_path(EXEC_SOCKET))?;
     let console = opts
         .console_socket

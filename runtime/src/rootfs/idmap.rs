@@ -25,8 +25,15 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
-/// Detached, ID-mapped trees for the spec's mounts, by index in `mounts`.
+/// Detached, ID-mapped trees for the spec's mounts, by index in `mounts` (`ROOTFS`: the root).
 pub type IdmappedTrees = Vec<(usize, OwnedFd)>;
+
+/// The index used for the rootfs itself.
+pub const ROOTFS: usize = usize::MAX;
+
+/// Annotation asking for an ID-mapped rootfs (`"true"`), through the container's user namespace
+/// mappings: a rootfs owned by host root then belongs to the container's root, without a chown.
+pub const ROOTFS_ANNOTATION: &str = "org.lodge.rootfs.idmap";
 
 /// Whether a mount asks for an ID mapping, and its mappings (its own, or the container's).
 fn wanted<'a>(
@@ -61,9 +68,41 @@ fn wanted<'a>(
     Some((recursive, uid, gid))
 }
 
-/// Prepares every ID-mapped mount of `spec` (sources relative to `bundle`).
-pub fn prepare_all(spec: &Spec, bundle: &Path) -> Result<IdmappedTrees, RootfsError> {
+/// Prepares every ID-mapped mount of `spec` (sources relative to `bundle`), and the rootfs when
+/// the annotation asks for it.
+pub fn prepare_all(
+    spec: &Spec,
+    bundle: &Path,
+    rootfs: &Path,
+) -> Result<IdmappedTrees, RootfsError> {
     let mut out = vec![];
+    let annotated = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ROOTFS_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    if annotated {
+        let linux = spec.linux().as_ref();
+        let uid = linux
+            .and_then(|l| l.uid_mappings().clone())
+            .unwrap_or_default();
+        let gid = linux
+            .and_then(|l| l.gid_mappings().clone())
+            .unwrap_or_default();
+        let fail = |reason: String| RootfsError::Idmap {
+            dest: "/".into(),
+            reason,
+        };
+        if uid.is_empty() || gid.is_empty() {
+            return Err(fail(format!(
+                "{ROOTFS_ANNOTATION} needs linux.uidMappings and gidMappings"
+            )));
+        }
+        let userns = userns_with_maps(&uid, &gid).map_err(|e| fail(e.to_string()))?;
+        let tree = idmapped_tree(rootfs, true, &userns)
+            .map_err(|e| fail(format!("{}: {e}", rootfs.display())))?;
+        out.push((ROOTFS, tree));
+    }
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let Some((recursive, uid, gid)) = wanted(m, spec) else {
             continue;

@@ -104,13 +104,17 @@ pub fn prepare_root(ctx: &RootfsContext) -> Result<()> {
     do_mount(None, Path::new("/"), None, prop, None)?;
     // pivot_root refuses a new root whose parent mount is shared.
     make_parent_private(ctx.rootfs)?;
-    do_mount(
-        Some(ctx.rootfs),
-        ctx.rootfs,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
+    match ctx.idmapped.iter().find(|(i, _)| *i == idmap::ROOTFS) {
+        // An ID-mapped rootfs: the prepared tree goes on top of the rootfs directory.
+        Some((_, tree)) => idmap::attach(tree, ctx.rootfs),
+        None => do_mount(
+            Some(ctx.rootfs),
+            ctx.rootfs,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        ),
+    }
 }
 
 fn make_parent_private(rootfs: &Path) -> Result<()> {
