@@ -78,6 +78,22 @@ impl Dockerd {
         c
     }
 
+    /// Runs `docker ARGS` under `script`, which gives the client the terminal `-it` insists on;
+    /// returns what it printed.
+    fn with_tty(&self, args: &str) -> String {
+        let line = format!(
+            "{} --host unix://{} {args}",
+            self.client_path(),
+            self.dir.join("docker.sock").display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn docker(&self, args: &[&str]) -> std::process::Output {
         self.client()
             .args(args)
@@ -208,32 +224,12 @@ fn docker_runs_containers_with_lodge_runc() {
     let out = d.docker(&["exec", &name, "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3));
     // With a terminal: `script` gives the docker client the tty it insists on.
-    let script = format!(
-        "{} --host unix://{} exec -it {name} sh -c 'tty; echo tty-ok'",
-        d.client_path(),
-        d.dir.join("docker.sock").display()
-    );
-    let tty = Command::new("script")
-        .args(["-qec", &script, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let tty_out = String::from_utf8_lossy(&tty.stdout);
+    let tty_out = d.with_tty(&format!("exec -it {name} sh -c 'tty; echo tty-ok'"));
     assert!(
         tty_out.contains("/dev/pts/") && tty_out.contains("tty-ok"),
         "docker exec -it: {tty_out}"
     );
-    let script = format!(
-        "{} --host unix://{} run --rm -it --network none --runtime=lodge-runc lodge-test/busybox sh -c 'tty; stty size; echo run-tty-ok'",
-        d.client_path(),
-        d.dir.join("docker.sock").display()
-    );
-    let tty = Command::new("script")
-        .args(["-qec", &script, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let tty_out = String::from_utf8_lossy(&tty.stdout);
+    let tty_out = d.with_tty("run --rm -it --network none --runtime=lodge-runc lodge-test/busybox sh -c 'tty; stty size; echo run-tty-ok'");
     assert!(
         tty_out.contains("/dev/pts/0") && tty_out.contains("run-tty-ok"),
         "docker run -it: {tty_out}"

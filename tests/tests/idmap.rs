@@ -126,5 +126,8 @@ fn idmapped_rootfs_by_annotation() {
     // Without the annotation, the same rootfs is not the container root's.
     bundle.edit(|c| c["annotations"] = json!({}));
     let (_, out, _) = rt.run_clean(&bundle);
-    assert_eq!(out, "65534\n", "unmapped owner, and no write to the root: {out}");
+    assert_eq!(
+        out, "65534\n",
+        "unmapped owner, and no write to the root: {out}"
+    );
 }

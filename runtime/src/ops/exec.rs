@@ -9,7 +9,7 @@ use oci_spec::runtime::Process;
 use crate::cgroups::Cgroup;
 use crate::error::{Error, Result};
 use crate::process::exec::{self, ExecArgs};
-use crate::state::{write_atomic, StateDir, Status};
+use crate::state::{write_atomic, Status};
 
 use super::start::wait_forwarding_signals;
 use super::Globals;
@@ -26,16 +26,13 @@ pub struct ExecOptions {
 /// Starts the process. Detached: returns 0 once it is exec'd. Otherwise waits for it,
 /// forwarding signals, and returns its exit code (128+signal when killed).
 pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
-    let dir = StateDir::open(&g.root, id)?;
-    let st = dir.load()?;
-    let status = st.status(&dir.path);
-    if !matches!(status, Status::Created | Status::Running) {
-        return Err(Error::WrongStatus {
-            id: id.into(),
-            status,
-            action: "cannot exec in a container that is not running",
-        });
-    }
+    let running = [Status::Created, Status::Running];
+    let (dir, st) = super::open_in(
+        g,
+        id,
+        &running,
+        "cannot exec in a container that is not running",
+    )?;
     let spec = dir.load_config();
     let seccomp = spec
         .as_ref()

@@ -2,23 +2,15 @@
 
 use crate::cgroups::Cgroup;
 use crate::error::{Error, Result};
-use crate::state::{StateDir, Status};
+use crate::state::Status;
 use crate::sys;
 
 use super::Globals;
 
 /// Sends `sig` to init, or with `all` to every process in the container's cgroup.
 pub fn kill(g: &Globals, id: &str, sig: i32, all: bool) -> Result<()> {
-    let dir = StateDir::open(&g.root, id)?;
-    let st = dir.load()?;
-    let status = st.status(&dir.path);
-    if status == Status::Stopped {
-        return Err(Error::WrongStatus {
-            id: id.into(),
-            status,
-            action: "container not running",
-        });
-    }
+    let alive = [Status::Created, Status::Running, Status::Paused];
+    let (_dir, st) = super::open_in(g, id, &alive, "container not running")?;
     if all {
         for pid in Cgroup::from_paths(st.cgroup_paths.clone()).pids() {
             let _ = nix::sys::signal::kill(

@@ -63,6 +63,27 @@ pub fn hook_state(id: &str, status: Status, pid: i32, bundle: &Path, spec: &Spec
     .expect("hook state serializes")
 }
 
+/// Opens (and locks) a container's state and reads its live status; refuses with `action` as
+/// the reason when the status is not one of `allowed`.
+pub(crate) fn open_in(
+    g: &Globals,
+    id: &str,
+    allowed: &[Status],
+    action: &'static str,
+) -> Result<(StateDir, state::ContainerState)> {
+    let dir = StateDir::open(&g.root, id)?;
+    let st = dir.load()?;
+    let status = st.status(&dir.path);
+    if !allowed.contains(&status) {
+        return Err(crate::Error::WrongStatus {
+            id: id.into(),
+            status,
+            action,
+        });
+    }
+    Ok((dir, st))
+}
+
 /// `state ID`.
 pub fn state(g: &Globals, id: &str) -> Result<StateView> {
     let dir = StateDir::open(&g.root, id)?;

@@ -1,8 +1,8 @@
 //! `pause` and `resume`: the freezer, v1 or v2.
 
 use crate::cgroups::Cgroup;
-use crate::error::{Error, Result};
-use crate::state::{StateDir, Status};
+use crate::error::Result;
+use crate::state::Status;
 
 use super::Globals;
 
@@ -15,21 +15,12 @@ pub fn resume(g: &Globals, id: &str) -> Result<()> {
 }
 
 fn set_frozen(g: &Globals, id: &str, frozen: bool) -> Result<()> {
-    let dir = StateDir::open(&g.root, id)?;
-    let st = dir.load()?;
-    let status = st.status(&dir.path);
     let (want, action) = if frozen {
         (Status::Running, "only a running container can be paused")
     } else {
         (Status::Paused, "only a paused container can be resumed")
     };
-    if status != want {
-        return Err(Error::WrongStatus {
-            id: id.into(),
-            status,
-            action,
-        });
-    }
+    let (_dir, st) = super::open_in(g, id, &[want], action)?;
     Cgroup::from_paths(st.cgroup_paths.clone()).freeze(frozen)?;
     Ok(())
 }

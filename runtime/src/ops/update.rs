@@ -3,23 +3,15 @@
 use oci_spec::runtime::LinuxResources;
 
 use crate::cgroups::Cgroup;
-use crate::error::{Error, Result};
-use crate::state::{StateDir, Status};
+use crate::error::Result;
+use crate::state::Status;
 
 use super::Globals;
 
 /// Applies `resources` to the container's cgroups.
 pub fn update(g: &Globals, id: &str, resources: &LinuxResources) -> Result<()> {
-    let dir = StateDir::open(&g.root, id)?;
-    let st = dir.load()?;
-    let status = st.status(&dir.path);
-    if status == Status::Stopped {
-        return Err(Error::WrongStatus {
-            id: id.into(),
-            status,
-            action: "cannot update a stopped container",
-        });
-    }
+    let running = [Status::Created, Status::Running, Status::Paused];
+    let (_dir, st) = super::open_in(g, id, &running, "cannot update a stopped container")?;
     Cgroup::from_paths(st.cgroup_paths.clone()).apply(resources)?;
     Ok(())
 }

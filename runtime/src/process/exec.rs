@@ -154,16 +154,7 @@ fn finish(args: &ExecArgs, in_userns: bool, chan: &Channel) -> Result<Never, Fai
         make_controlling_terminal(&slave)?;
     }
     let mut prepared = prepare(args.process, args.seccomp)?;
-    if let Some(fd) = prepared.load_for_notify()? {
-        ctx(
-            "sending the seccomp notify fd",
-            chan.send_with_fd(&Message::SeccompFd, fd.as_raw_fd()),
-        )?;
-        ctx(
-            "handing the seccomp fd to the listener",
-            chan.expect(Message::SeccompFdDone),
-        )?;
-    }
+    prepared.hand_over_notify_fd(chan)?;
     reset_signals();
     let err = prepared.exec(args.preserve_fds);
     report(args.error_pipe, &err)

@@ -202,16 +202,7 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         ctx("personality", super::sched::apply_personality(p))?;
     }
     let mut prepared = prepare(process, linux.seccomp().as_ref())?;
-    if let Some(fd) = prepared.load_for_notify()? {
-        ctx(
-            "sending the seccomp notify fd",
-            chan.send_with_fd(&Message::SeccompFd, fd.as_raw_fd()),
-        )?;
-        ctx(
-            "handing the seccomp fd to the listener",
-            chan.expect(Message::SeccompFdDone),
-        )?;
-    }
+    prepared.hand_over_notify_fd(chan)?;
 
     ctx("sync", chan.send(&Message::Ready))?;
     // Block until `start` connects to the exec socket.
@@ -393,7 +384,7 @@ impl Prepared {
 
     /// A filter with SCMP_ACT_NOTIFY is loaded before the process is released (as runc does),
     /// so the runtime can hand its listener fd to the agent first. Returns that fd.
-    pub(super) fn load_for_notify(&mut self) -> Result<Option<OwnedFd>, Fail> {
+    fn load_for_notify(&mut self) -> Result<Option<OwnedFd>, Fail> {
         if !self.notify {
             return Ok(None);
         }
@@ -406,6 +397,22 @@ impl Prepared {
             .map_err(|e| Fail(format!("seccomp notify fd: {e}"), 0))?;
         // SAFETY: the listener fd belongs to this process; libseccomp does not close it.
         Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// With a notify filter: loads it and sends the listener fd to the runtime over `chan`,
+    /// waiting until the runtime handed it to the agent.
+    pub(super) fn hand_over_notify_fd(&mut self, chan: &Channel) -> Result<(), Fail> {
+        if let Some(fd) = self.load_for_notify()? {
+            ctx(
+                "sending the seccomp notify fd",
+                chan.send_with_fd(&Message::SeccompFd, fd.as_raw_fd()),
+            )?;
+            ctx(
+                "handing the seccomp fd to the listener",
+                chan.expect(Message::SeccompFdDone),
+            )?;
+        }
+        Ok(())
     }
 
     /// The seccomp filter goes last, so none of the runtime's own syscalls are filtered; then
