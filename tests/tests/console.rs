@@ -100,3 +100,70 @@ fn spec_refuses_to_overwrite() {
     let err = rt.fails(&["spec", "--bundle", bundle.path()]);
     assert!(err.contains("exists"), "{err}");
 }
+
+/// Runs lodge-runc under `script` (a terminal for it), typing `input`; returns what it printed.
+fn on_a_terminal(rt: &Runtime, args: &[&str], input: &str) -> (bool, String) {
+    let mut line = format!(
+        "{} --root {}",
+        lodge_tests::runtime_bin().display(),
+        rt.root.display()
+    );
+    for a in args {
+        line.push(' ');
+        line.push_str(a);
+    }
+    line.push_str("; echo exit-code=$?");
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stdin.write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn run_and_exec_serve_a_terminal_without_a_console_socket() {
+    let rt = Runtime::new();
+    let mut bundle = Bundle::new(&["sh"]);
+    bundle.edit(|c| {
+        c["process"]["terminal"] = true.into();
+    });
+    let id = unique_id("fgtty");
+    let (_, out) = on_a_terminal(
+        &rt,
+        &["run", "--bundle", bundle.path(), &id],
+        "tty; echo marker-$((6*7)); exit 4\n",
+    );
+    assert!(
+        out.contains("/dev/pts/0") && out.contains("marker-42"),
+        "{out}"
+    );
+    assert!(out.contains("exit-code=4"), "{out}");
+    rt.assert_no_residue(&id, &bundle);
+
+    let sleeper = Bundle::new(&["sleep", "1000"]);
+    let id = unique_id("fgexec");
+    rt.ok(&["run", "-d", "--bundle", sleeper.path(), &id]);
+    let (_, out) = on_a_terminal(
+        &rt,
+        &["exec", "-t", &id, "sh"],
+        "tty; echo exec-$((6*7)); exit 3\n",
+    );
+    assert!(
+        out.contains("/dev/pts/") && out.contains("exec-42"),
+        "{out}"
+    );
+    assert!(out.contains("exit-code=3"), "{out}");
+    let err = rt.fails(&["exec", "-t", "-d", &id, "sh"]);
+    assert!(err.contains("--console-socket"), "{err}");
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_no_residue(&id, &sleeper);
+}

@@ -39,8 +39,21 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
         .and_then(|s| s.linux().as_ref())
         .and_then(|l| l.seccomp().as_ref());
     let namespaces = exec::namespaces_of(st.init_pid)?;
-    let console = opts
+    // A terminal without --console-socket is served by exec itself (foreground only).
+    let wants_tty = opts.console_socket.is_none() && opts.process.terminal() == Some(true);
+    if wants_tty && opts.detach {
+        return Err(Error::Exec(
+            "a terminal with --detach needs --console-socket".into(),
+        ));
+    }
+    let own_console = wants_tty
+        .then(super::console::ForegroundConsole::new)
+        .transpose()?;
+    let console_path = opts
         .console_socket
+        .clone()
+        .or_else(|| own_console.as_ref().map(|c| c.path.clone()));
+    let console = console_path
         .as_deref()
         .map(|p| {
             std::os::unix::net::UnixStream::connect(p)
@@ -86,5 +99,12 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
     if opts.detach {
         return Ok(0);
     }
-    Ok(wait_forwarding_signals(pid))
+    match own_console {
+        Some(c) => {
+            let master = c.receive_master()?;
+            super::start::install_forwarding(pid);
+            Ok(super::console::proxy_until_exit(master, pid))
+        }
+        None => Ok(wait_forwarding_signals(pid)),
+    }
 }

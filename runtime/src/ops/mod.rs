@@ -1,5 +1,6 @@
 //! The runtime's verbs, one module each. The binary maps the CLI onto these.
 
+mod console;
 mod create;
 mod delete;
 mod events;

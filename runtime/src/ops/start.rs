@@ -66,7 +66,31 @@ pub fn run(g: &Globals, id: &str, opts: &CreateOptions, detach: bool) -> Result<
         // SAFETY: plain prctl.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    let pid = create(g, id, opts)?;
+    // runc's behaviour: a terminal without --console-socket is served by run itself.
+    let wants_tty = opts.console_socket.is_none() && process_wants_terminal(&opts.bundle);
+    if wants_tty && detach {
+        return Err(Error::Exec(
+            "a terminal with --detach needs --console-socket".into(),
+        ));
+    }
+    let console = wants_tty
+        .then(super::console::ForegroundConsole::new)
+        .transpose()?;
+    let mut opts = opts.clone();
+    if let Some(c) = &console {
+        opts.console_socket = Some(c.path.clone());
+    }
+    let pid = create(g, id, &opts)?;
+    let master = match &console {
+        Some(c) => match c.receive_master() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let _ = delete(g, id, true);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     if let Err(e) = start(g, id) {
         let _ = delete(g, id, true);
         return Err(e);
@@ -74,14 +98,27 @@ pub fn run(g: &Globals, id: &str, opts: &CreateOptions, detach: bool) -> Result<
     if detach {
         return Ok(0);
     }
-    let code = wait_forwarding_signals(pid);
+    let code = match master {
+        Some(m) => {
+            install_forwarding(pid);
+            super::console::proxy_until_exit(m, pid)
+        }
+        None => wait_forwarding_signals(pid),
+    };
     delete(g, id, true)?;
     Ok(code)
 }
 
-/// Waits for `pid` (our child or, as subreaper, grandchild) while forwarding the usual signals
-/// to it; returns its exit code, or 128+signal.
-pub(super) fn wait_forwarding_signals(pid: i32) -> i32 {
+/// Whether the bundle's process asks for a terminal.
+fn process_wants_terminal(bundle: &std::path::Path) -> bool {
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+        .is_some_and(|c| c["process"]["terminal"] == true)
+}
+
+/// Forwards the usual signals to `pid` from now on.
+pub(super) fn install_forwarding(pid: i32) {
     FORWARD_TO.store(pid, Ordering::Relaxed);
     for sig in [
         libc::SIGTERM,
@@ -100,6 +137,12 @@ pub(super) fn wait_forwarding_signals(pid: i32) -> i32 {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
+}
+
+/// Waits for `pid` (our child or, as subreaper, grandchild) while forwarding the usual signals
+/// to it; returns its exit code, or 128+signal.
+pub(super) fn wait_forwarding_signals(pid: i32) -> i32 {
+    install_forwarding(pid);
     let code = loop {
         let mut status = 0;
         // SAFETY: waiting for any child (the process, or a reparented intermediate).
