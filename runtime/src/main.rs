@@ -151,6 +151,18 @@ enum Command {
     },
     /// Change a container's resource limits
     Update(UpdateArgs),
+    /// Not supported: checkpointing needs CRIU
+    #[command(hide = true)]
+    Checkpoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Not supported: restoring needs CRIU
+    #[command(hide = true)]
+    Restore {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Resource usage: once with --stats, else a stream every --interval
     Events {
         id: String,
@@ -344,6 +356,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         Command::Features => println!("{}", serde_json::to_string_pretty(&ops::features())?),
+        Command::Checkpoint { .. } | Command::Restore { .. } => {
+            bail!("checkpoint and restore (CRIU) are not supported by lodge-runc")
+        }
         Command::Pause { id } => ops::pause(&g, &id)?,
         Command::Resume { id } => ops::resume(&g, &id)?,
         Command::Ps {

@@ -220,3 +220,12 @@ fn json_log_format_for_containerd() {
     );
     std::fs::remove_file(log).unwrap();
 }
+
+#[test]
+fn checkpoint_and_restore_are_refused_clearly() {
+    let rt = Runtime::new();
+    for verb in ["checkpoint", "restore"] {
+        let err = rt.fails(&[verb, "--image-path", "/tmp/x", "some-id"]);
+        assert!(err.contains("not supported"), "{verb}: {err}");
+    }
+}
