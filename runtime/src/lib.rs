@@ -16,6 +16,7 @@ pub mod signal;
 pub mod spec;
 pub mod state;
 pub mod sys;
+pub mod systemd_scope;
 pub mod timefmt;
 
 pub use error::Error;

@@ -58,7 +58,9 @@ fn cgroups_path(g: &Globals, id: &str, spec: &oci_spec::runtime::Spec) -> Result
         .map(|p| p.display().to_string())
         .filter(|p| !p.is_empty());
     if g.systemd_cgroup {
-        tracing::warn!("the systemd cgroup driver is not implemented yet: using cgroupfs with systemd's layout");
+        if !crate::systemd_scope::booted() {
+            tracing::warn!("systemd cgroup driver: systemd is not running here, using cgroupfs with systemd's layout");
+        }
         return match given {
             Some(p) => Ok(cgroups::systemd_to_fs_path(&p)?),
             None => Ok(format!("/system.slice/lodge-{id}.scope")),
@@ -129,6 +131,23 @@ fn create_in(
     drop(listener);
     drop(console);
     let pid = spawned.init_pid;
+    let systemd_unit = if g.systemd_cgroup && crate::systemd_scope::booted() {
+        let given = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let (unit, slice) = crate::systemd_scope::unit_and_slice(&given, id);
+        if let Err(e) = crate::systemd_scope::start(&unit, &slice, pid, id) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            return Err(Error::io(format!("systemd scope {unit}"))(e));
+        }
+        Some(unit)
+    } else {
+        None
+    };
     let start_time =
         sys::process_start_time(pid).ok_or(Error::Process(process::ProcessError::InitDied))?;
     let state = ContainerState {
@@ -141,6 +160,7 @@ fn create_in(
         annotations: spec.annotations().clone().unwrap_or_default(),
         cgroup_paths: cg.paths.clone(),
         started: false,
+        systemd_unit,
     };
     dir.save(&state)?;
     if let Some(pid_file) = &opts.pid_file {

@@ -47,6 +47,11 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
     for pid in cgroup.pids() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     }
+    if let Some(unit) = &st.systemd_unit {
+        if let Err(e) = crate::systemd_scope::stop(unit) {
+            tracing::warn!(unit = %unit, error = %e, "stopping the systemd scope");
+        }
+    }
     cgroup.remove()?;
     let spec = dir.load_config();
     let own_mountns = spec
