@@ -126,6 +126,10 @@ fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
             "root.readonly without a mount namespace",
         ));
     }
+    check_security_labels(process)?;
+    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(SpecError::Unsupported("SELinux (linux.mountLabel)"));
+    }
     if linux.intel_rdt().is_some() {
         return Err(SpecError::Unsupported("linux.intelRdt"));
     }
@@ -144,6 +148,30 @@ fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
         return Err(SpecError::HostnameWithoutUts);
     }
     Ok(rootfs)
+}
+
+/// AppArmor and SELinux are not implemented: a profile or label that would matter is refused
+/// rather than silently dropped. An AppArmor profile on a host without AppArmor is ignored, as
+/// runc does.
+pub fn check_security_labels(process: &oci_spec::runtime::Process) -> Result<(), SpecError> {
+    if process
+        .selinux_label()
+        .as_ref()
+        .is_some_and(|l| !l.is_empty())
+    {
+        return Err(SpecError::Unsupported("SELinux (process.selinuxLabel)"));
+    }
+    let apparmor_on = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'));
+    if apparmor_on
+        && process
+            .apparmor_profile()
+            .as_ref()
+            .is_some_and(|p| !p.is_empty())
+    {
+        return Err(SpecError::Unsupported("AppArmor (process.apparmorProfile)"));
+    }
+    Ok(())
 }
 
 /// Container ids as runc accepts them: no path separators, no `..`, printable ASCII.

@@ -229,3 +229,19 @@ fn checkpoint_and_restore_are_refused_clearly() {
         assert!(err.contains("not supported"), "{verb}: {err}");
     }
 }
+
+#[test]
+fn selinux_labels_are_refused_clearly() {
+    let rt = Runtime::new();
+    for (key, label) in [("mountLabel", "linux"), ("selinuxLabel", "process")] {
+        let mut bundle = Bundle::new(&["true"]);
+        bundle.edit(|c| c[label][key] = "system_u:object_r:container_file_t:s0".into());
+        let id = unique_id("selinux");
+        let err = rt.fails(&["create", "--bundle", bundle.path(), &id]);
+        assert!(
+            err.contains("SELinux") && err.contains("not supported") && err.contains(key),
+            "{err}"
+        );
+        assert_clean(&rt, &id, &bundle);
+    }
+}

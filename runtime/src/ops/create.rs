@@ -78,7 +78,6 @@ fn create_in(
     cgroup_slot: &mut Option<Cgroup>,
 ) -> Result<i32> {
     let spec = &loaded.spec;
-    warn_unapplied(spec);
     dir.save_config(&loaded.raw)?;
     let plan = Plan::new(spec)?;
     let layout = Layout::detect()?;
@@ -167,32 +166,6 @@ fn create_in(
         write_atomic(pid_file, pid.to_string().as_bytes(), 0o644)?;
     }
     Ok(pid)
-}
-
-/// Security settings this build does not apply yet are never dropped silently.
-fn warn_unapplied(spec: &oci_spec::runtime::Spec) {
-    let linux = spec.linux().as_ref();
-    let apparmor_on = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .is_ok_and(|s| s.starts_with('Y'));
-    let profile = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.apparmor_profile().clone())
-        .filter(|p| !p.is_empty());
-    if let (true, Some(profile)) = (apparmor_on, profile) {
-        tracing::warn!(profile = %profile, "AppArmor profiles are not applied yet by this lodge-runc");
-    }
-    if linux
-        .and_then(|l| l.mount_label().as_ref())
-        .is_some_and(|l| !l.is_empty())
-        || spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.selinux_label().as_ref())
-            .is_some_and(|l| !l.is_empty())
-    {
-        tracing::warn!("SELinux labels are not applied by this lodge-runc");
-    }
 }
 
 fn listen(path: &Path) -> Result<OwnedFd> {

@@ -26,6 +26,7 @@ pub struct ExecOptions {
 /// Starts the process. Detached: returns 0 once it is exec'd. Otherwise waits for it,
 /// forwarding signals, and returns its exit code (128+signal when killed).
 pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
+    crate::spec::check_security_labels(&opts.process)?;
     let running = [Status::Created, Status::Running];
     let (dir, st) = super::open_in(
         g,
