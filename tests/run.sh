@@ -11,6 +11,7 @@ bash tests/setup.sh
 echo "== build (release)"
 cargo build --release --workspace --bins
 export LODGE_RUNC="$PWD/target/release/lodge-runc"
+export LODGE_MGR="$PWD/target/release/lodge-mgr"
 echo "== unit tests"
 cargo test --workspace --exclude lodge-tests
 echo "== integration tests (lodge-runc: $LODGE_RUNC)"

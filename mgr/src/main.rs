@@ -1,30 +1,143 @@
-//! lodge-mgr: the manager daemon (ID ranges, container registry, host-backed volumes).
-//!
-//! Not implemented yet: this binary only answers --help and --version, and says so otherwise.
+//! lodge-mgr: the manager daemon, and `status`/`list` clients.
 
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-const USAGE: &str =
-    "lodge-mgr the manager daemon (ID ranges, container registry, host-backed volumes)
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use lodge_ipc::mgr::{Request, Response, DEFAULT_SOCKET};
+use lodge_mgr::{registry::Registry, server, subid};
 
-Usage: lodge-mgr [--help | --version]
+#[derive(Parser)]
+#[command(
+    name = "lodge-mgr",
+    version,
+    about = "Lodge's manager: exclusive ID ranges and the container registry"
+)]
+struct Cli {
+    /// Unix socket to serve (root-only)
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Where the state lives
+    #[arg(long, default_value = "/var/lib/lodge/mgr")]
+    state_dir: PathBuf,
+    /// IDs per container
+    #[arg(long, default_value_t = 65536)]
+    range_size: u32,
+    /// IDs reserved for lodge in /etc/subuid and /etc/subgid
+    #[arg(long, default_value_t = 65536 * 4096)]
+    reserve: u64,
+    #[arg(long, default_value = "/etc/subuid")]
+    subuid: PathBuf,
+    #[arg(long, default_value = "/etc/subgid")]
+    subgid: PathBuf,
+    #[arg(long, default_value = "/etc/login.defs", hide = true)]
+    login_defs: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-Status: not implemented yet. lodge-runc works without it today; see README.md.";
+#[derive(Subcommand)]
+enum Command {
+    /// The daemon's state in brief
+    Status,
+    /// Registered containers
+    List {
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+}
 
-fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version") | Some("-V") => {
-            println!("lodge-mgr version {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some("--help") | Some("-h") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("lodge-mgr: not implemented yet; only --help and --version work");
-            ExitCode::from(2)
-        }
+fn request(socket: &PathBuf, req: &Request) -> Result<Response> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+        format!(
+            "lodge-mgr is not reachable at {} (start it with `lodge-mgr`)",
+            socket.display()
+        )
+    })?;
+    lodge_ipc::write_frame(&mut s, req)?;
+    Ok(lodge_ipc::read_frame(&mut s)?)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Status) => match request(&cli.socket, &Request::Status)? {
+            Response::Status {
+                version,
+                reserved,
+                range_size,
+                ranges_total,
+                ranges_used,
+                containers,
+            } => {
+                println!("lodge-mgr {version}: {containers} containers, {ranges_used}/{ranges_total} ranges of {range_size} IDs used, block {}+{}", reserved.start, reserved.size);
+                Ok(())
+            }
+            other => bail!("unexpected answer: {other:?}"),
+        },
+        Some(Command::List { format }) => match request(&cli.socket, &Request::List)? {
+            Response::List { containers } if format == "json" => {
+                println!("{}", serde_json::to_string(&containers)?);
+                Ok(())
+            }
+            Response::List { containers } => {
+                println!("ID\tPID\tRUNNING\tRANGE\tPOD\tBUNDLE");
+                for c in containers {
+                    println!(
+                        "{}\t{}\t{}\t{}+{}\t{}\t{}",
+                        c.id,
+                        c.pid,
+                        c.running,
+                        c.range.start,
+                        c.range.size,
+                        c.pod.unwrap_or_default(),
+                        c.bundle.display()
+                    );
+                }
+                Ok(())
+            }
+            other => bail!("unexpected answer: {other:?}"),
+        },
+        None => daemon(cli),
     }
+}
+
+fn daemon(cli: Cli) -> Result<()> {
+    if cli.range_size == 0 || u64::from(cli.range_size) > cli.reserve {
+        bail!("--range-size must be between 1 and --reserve");
+    }
+    let block = subid::reserve(
+        "lodge",
+        cli.reserve,
+        &cli.subuid,
+        &cli.subgid,
+        &cli.login_defs,
+    )?;
+    let registry = Registry::open(&cli.state_dir, block, cli.range_size)?;
+    tracing::info!(
+        start = block.start,
+        count = block.count,
+        containers = registry.containers(),
+        "lodge-mgr starting"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = server::bind(&cli.socket)?;
+        server::notify_ready();
+        let shared = Arc::new(Mutex::new(registry));
+        tokio::select! {
+            () = server::serve(shared, listener) => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?.recv().await; Ok::<_, std::io::Error>(()) } => {}
+        }
+        let _ = std::fs::remove_file(&cli.socket);
+        Ok(())
+    })
 }

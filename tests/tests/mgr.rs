@@ -1,0 +1,303 @@
+//! lodge-mgr: exclusive ranges under concurrency, pods, restarts (even SIGKILL), /etc/subuid
+//! editing, exhaustion, malformed requests and non-root clients.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use lodge_ipc::mgr::{IdRange, Request, Response};
+use lodge_tests::{unique_id, WORK};
+
+fn mgr_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LODGE_MGR") {
+        return p.into();
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("lodge-mgr"))
+        .find(|p| p.exists())
+        .expect("lodge-mgr is built")
+}
+
+struct Mgr {
+    dir: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Mgr {
+    fn new(subuid: &str, subgid: &str, extra: &[&str]) -> Mgr {
+        let dir = Path::new(WORK).join(unique_id("mgr"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("subuid"), subuid).unwrap();
+        std::fs::write(dir.join("subgid"), subgid).unwrap();
+        std::fs::write(
+            dir.join("login.defs"),
+            "SUB_UID_MIN 100000\nSUB_GID_MIN 100000\n",
+        )
+        .unwrap();
+        let mut m = Mgr {
+            dir,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        m.start();
+        m
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("mgr.sock")
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(mgr_bin())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--subuid")
+            .arg(self.dir.join("subuid"))
+            .arg("--subgid")
+            .arg(self.dir.join("subgid"))
+            .arg("--login-defs")
+            .arg(self.dir.join("login.defs"))
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("mgr.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..500 {
+            if UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!(
+            "lodge-mgr did not start: {}",
+            std::fs::read_to_string(self.dir.join("mgr.log")).unwrap_or_default()
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn ask(&self, req: &Request) -> Response {
+        let mut s = UnixStream::connect(self.socket()).unwrap();
+        lodge_ipc::write_frame(&mut s, req).unwrap();
+        lodge_ipc::read_frame(&mut s).unwrap()
+    }
+
+    fn register(&self, id: &str, pod: Option<&str>) -> Result<IdRange, String> {
+        match self.ask(&Request::Register {
+            id: id.into(),
+            pid: 1,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            pod: pod.map(String::from),
+        }) {
+            Response::Registered { range } => Ok(range),
+            Response::Error { message } => Err(message),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+impl Drop for Mgr {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn subuid_files_are_edited_carefully_and_idempotently() {
+    let subuid = "# people\nalice:100000:65536\nbob:165536:65536"; // no final newline
+    let subgid = "alice:100000:65536\n";
+    let mut m = Mgr::new(subuid, subgid, &["--reserve", "131072"]);
+    let uid = std::fs::read_to_string(m.dir.join("subuid")).unwrap();
+    let gid = std::fs::read_to_string(m.dir.join("subgid")).unwrap();
+    assert_eq!(
+        uid,
+        format!("{subuid}\nlodge:231072:131072\n"),
+        "after every existing block, others untouched"
+    );
+    assert_eq!(
+        gid,
+        format!("{subgid}lodge:231072:131072\n"),
+        "the same start in both files"
+    );
+    m.kill9();
+    m.start();
+    assert_eq!(
+        std::fs::read_to_string(m.dir.join("subuid")).unwrap(),
+        uid,
+        "a rerun changes nothing"
+    );
+    match m.ask(&Request::Status) {
+        Response::Status {
+            reserved,
+            ranges_total,
+            ..
+        } => {
+            assert_eq!(
+                reserved,
+                IdRange {
+                    start: 231072,
+                    size: 131072
+                }
+            );
+            assert_eq!(ranges_total, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn concurrent_registrations_get_disjoint_ranges() {
+    let m = Mgr::new("", "", &[]);
+    let ranges: Vec<IdRange> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let m = &m;
+                s.spawn(move || m.register(&format!("c{i}"), None).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, a) in ranges.iter().enumerate() {
+        assert_eq!(a.size, 65536);
+        for b in &ranges[i + 1..] {
+            assert!(
+                a.start + a.size <= b.start || b.start + b.size <= a.start,
+                "{a:?} overlaps {b:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pods_share_restarts_keep_and_removal_frees() {
+    let mut m = Mgr::new("", "", &["--reserve", "196608"]);
+    let a = m.register("a", None).unwrap();
+    let p1 = m.register("p1", Some("netns:4026532000")).unwrap();
+    let p2 = m.register("p2", Some("netns:4026532000")).unwrap();
+    assert_eq!(p1, p2, "pod members share a range");
+    assert_ne!(a, p1);
+    assert!(matches!(
+        m.ask(&Request::Unregister {
+            id: "a".into(),
+            remove: false
+        }),
+        Response::Ok
+    ));
+    assert_eq!(
+        m.register("a", None).unwrap(),
+        a,
+        "a restarted container gets its range back"
+    );
+    // Killed without warning, the manager comes back with every allocation.
+    m.kill9();
+    m.start();
+    assert_eq!(m.register("p2", Some("netns:4026532000")).unwrap(), p1);
+    let c = m.register("c", None).unwrap();
+    let err = m.register("d", None).unwrap_err();
+    assert!(err.contains("no free ID range"), "{err}");
+    assert!(matches!(
+        m.ask(&Request::Unregister {
+            id: "c".into(),
+            remove: true
+        }),
+        Response::Ok
+    ));
+    assert_eq!(
+        m.register("d", None).unwrap(),
+        c,
+        "a removed container's range is reused"
+    );
+    match m.ask(&Request::List) {
+        Response::List { containers } => assert_eq!(containers.len(), 4),
+        other => panic!("{other:?}"),
+    }
+    let out = Command::new(mgr_bin())
+        .arg("--socket")
+        .arg(m.socket())
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 4);
+    let out = Command::new(mgr_bin())
+        .arg("--socket")
+        .arg(m.socket())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("4 containers, 3/3 ranges"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
+    let m = Mgr::new("", "", &[]);
+    let answer = |bytes: &[u8]| -> Option<Response> {
+        let mut s = UnixStream::connect(m.socket()).unwrap();
+        s.write_all(bytes).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = vec![];
+        s.read_to_end(&mut out).unwrap();
+        (out.len() > 4).then(|| serde_json::from_slice(&out[4..]).unwrap())
+    };
+    let mut garbage = 11u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(b"not json!!!");
+    assert!(
+        matches!(answer(&garbage), Some(Response::Error { message }) if message.contains("malformed"))
+    );
+    assert!(
+        matches!(answer(&u32::MAX.to_be_bytes()), Some(Response::Error { message }) if message.contains("larger"))
+    );
+    assert!(
+        answer(&[0, 0, 0, 50, b'{']).is_none(),
+        "a truncated frame is dropped"
+    );
+    assert!(answer(&[1, 2]).is_none(), "a truncated length is dropped");
+    let unknown = br#"{"type":"launch_missiles"}"#;
+    let mut frame = (unknown.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(unknown);
+    assert!(matches!(answer(&frame), Some(Response::Error { .. })));
+    assert!(
+        matches!(m.ask(&Request::Status), Response::Status { .. }),
+        "still serving"
+    );
+}
+
+#[test]
+fn only_root_is_served() {
+    let m = Mgr::new("", "", &[]);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(mgr_bin())
+        .arg("--socket")
+        .arg(m.socket())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not reachable") || err.contains("only serves root"),
+        "{err}"
+    );
+}
