@@ -20,10 +20,22 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.80)" >&2; exit 1; }
 
-step "building lodge-runc (release)"
-cargo build --release -p lodge-runtime
+step "building lodge-runc and lodge-mgr (release)"
+cargo build --release -p lodge-runtime -p lodge-mgr
 install -m 0755 target/release/lodge-runc /usr/local/bin/lodge-runc
+install -m 0755 target/release/lodge-mgr /usr/local/bin/lodge-mgr
 echo "installed /usr/local/bin/lodge-runc: $(/usr/local/bin/lodge-runc --version | head -1)"
+
+step "starting lodge-mgr (reserves lodge's block in /etc/subuid and /etc/subgid)"
+if lodge-mgr status >/dev/null 2>&1; then
+    echo "already running"
+else
+    mkdir -p /run/lodge /var/log/lodge
+    nohup lodge-mgr >>/var/log/lodge/mgr.log 2>&1 &
+    echo $! > /run/lodge/mgr.pid
+    for _ in $(seq 100); do lodge-mgr status >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+lodge-mgr status
 
 step "building a busybox bundle in /var/lib/lodge/quickstart"
 bundle=/var/lib/lodge/quickstart

@@ -14,6 +14,19 @@ export LODGE_RUNC="$PWD/target/release/lodge-runc"
 export LODGE_MGR="$PWD/target/release/lodge-mgr"
 echo "== unit tests"
 cargo test --workspace --exclude lodge-tests
+# lodge-runc registers every container with lodge-mgr: serve one for the run, on private
+# subuid/subgid files so the host's are not edited (an already running lodge-mgr is used as is).
+if ! [ -S /run/lodge/mgr.sock ] || ! "$LODGE_MGR" status >/dev/null 2>&1; then
+    mgr_dir=/var/tmp/lodge-tests/mgr
+    rm -rf "$mgr_dir"; mkdir -p "$mgr_dir"
+    touch "$mgr_dir/subuid" "$mgr_dir/subgid"
+    "$LODGE_MGR" --state-dir "$mgr_dir/state" --subuid "$mgr_dir/subuid" --subgid "$mgr_dir/subgid" \
+        >"$mgr_dir/log" 2>&1 &
+    mgr_pid=$!
+    trap 'kill $mgr_pid 2>/dev/null; wait $mgr_pid 2>/dev/null; rm -rf /var/tmp/lodge-tests/mgr' EXIT
+    for _ in $(seq 100); do "$LODGE_MGR" status >/dev/null 2>&1 && break; sleep 0.1; done
+    "$LODGE_MGR" status
+fi
 echo "== integration tests (lodge-runc: $LODGE_RUNC)"
 cargo test -p lodge-tests -- --test-threads=4
 echo "== residue check"

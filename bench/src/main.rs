@@ -179,7 +179,12 @@ fn make_bundle(dir: &Path, lodge: &Path, userns: bool) -> PathBuf {
 fn run(bin: &Path, root: &Path, args: &[&str]) -> Result<(), String> {
     let err_path = root.with_extension("stderr");
     let err_file = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
-    let status = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    if bin.file_name().is_some_and(|n| n == "lodge-runc") {
+        // The runtime alone: registration with lodge-mgr is measured by the manager's benchmark.
+        cmd.arg("--no-mgr");
+    }
+    let status = cmd
         .arg("--root")
         .arg(root)
         .args(args)

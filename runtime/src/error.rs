@@ -24,6 +24,8 @@ pub enum Error {
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
     #[error(transparent)]
+    Mgr(#[from] crate::mgr_client::MgrError),
+    #[error(transparent)]
     Signal(#[from] UnknownSignal),
     #[error("{0}")]
     InvalidId(String),

@@ -35,6 +35,12 @@ struct Cli {
     /// Accepted for runc compatibility; unused
     #[arg(long, global = true, hide = true)]
     criu: Option<String>,
+    /// lodge-mgr's socket
+    #[arg(long, global = true, default_value = lodge_ipc::mgr::DEFAULT_SOCKET)]
+    mgr_socket: PathBuf,
+    /// Run without lodge-mgr (no registration, no managed ID ranges)
+    #[arg(long, global = true)]
+    no_mgr: bool,
     /// Print the version
     #[arg(short = 'v', long)]
     version: bool,
@@ -324,6 +330,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
     let g = Globals {
         root: cli.root,
         systemd_cgroup: cli.systemd_cgroup,
+        mgr_socket: (!cli.no_mgr).then_some(cli.mgr_socket),
     };
     match command {
         Command::Create(a) => {

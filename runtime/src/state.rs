@@ -78,6 +78,9 @@ pub struct ContainerState {
     /// Whether `start` has been run (set by start; the exec socket disappearing says the same).
     #[serde(default)]
     pub started: bool,
+    /// Whether lodge-mgr knows the container (unregistered at delete).
+    #[serde(default)]
+    pub mgr_registered: bool,
     /// The transient scope registered with systemd (`--systemd-cgroup` under systemd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,

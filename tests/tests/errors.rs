@@ -245,3 +245,39 @@ fn selinux_labels_are_refused_clearly() {
         assert_clean(&rt, &id, &bundle);
     }
 }
+
+#[test]
+fn an_unreachable_manager_fails_create_clearly() {
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["true"]);
+    let id = unique_id("nomgr");
+    let err = rt.fails(&[
+        "--mgr-socket",
+        "/nonexistent/mgr.sock",
+        "create",
+        "--bundle",
+        bundle.path(),
+        &id,
+    ]);
+    assert!(
+        err.contains("lodge-mgr is not reachable") && err.contains("--no-mgr"),
+        "{err}"
+    );
+    assert_clean(&rt, &id, &bundle);
+    // --no-mgr runs without it.
+    let out = rt.run(&[
+        "--no-mgr",
+        "--mgr-socket",
+        "/nonexistent/mgr.sock",
+        "run",
+        "--bundle",
+        bundle.path(),
+        &id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_clean(&rt, &id, &bundle);
+}

@@ -228,3 +228,33 @@ fn check_binary_protection(memfd_fallback: bool) {
         "reopening the runtime's binary for writing: {errno:?}"
     );
 }
+
+#[test]
+fn containers_are_registered_with_lodge_mgr() {
+    let Some(mgr) = std::env::var_os("LODGE_MGR") else {
+        panic!(
+            "LODGE_MGR is not set: run the suite through tests/run.sh, which serves a lodge-mgr"
+        );
+    };
+    let rt = Runtime::new();
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let id = unique_id("reg");
+    rt.ok(&["run", "-d", "--bundle", bundle.path(), &id]);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let out = std::process::Command::new(&mgr)
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let me = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .expect("registered");
+    assert_eq!(me["pid"], pid);
+    assert_eq!(me["bundle"], bundle.path());
+    assert!(me["range"]["size"].as_u64().unwrap() >= 65536);
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_no_residue(&id, &bundle);
+}

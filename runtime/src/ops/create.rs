@@ -149,6 +149,23 @@ fn create_in(
     };
     let start_time =
         sys::process_start_time(pid).ok_or(Error::Process(process::ProcessError::InitDied))?;
+    // Registered with lodge-mgr once init exists (its pid is part of the record).
+    let registered = match &g.mgr_socket {
+        Some(socket) => {
+            let pod = crate::mgr_client::pod_key(spec);
+            if let Err(e) =
+                crate::mgr_client::register(socket, id, pid, &loaded.bundle, &loaded.rootfs, pod)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
+                return Err(e.into());
+            }
+            true
+        }
+        None => false,
+    };
     let state = ContainerState {
         id: id.to_string(),
         init_pid: pid,
@@ -160,6 +177,7 @@ fn create_in(
         cgroup_paths: cg.paths.clone(),
         started: false,
         systemd_unit,
+        mgr_registered: registered,
     };
     dir.save(&state)?;
     if let Some(pid_file) = &opts.pid_file {

@@ -73,6 +73,16 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
             }
         }
     }
+    if st.mgr_registered {
+        let socket = g
+            .mgr_socket
+            .clone()
+            .unwrap_or_else(|| lodge_ipc::mgr::DEFAULT_SOCKET.into());
+        if let Err(e) = crate::mgr_client::unregister(&socket, id) {
+            // The container is gone either way; the manager's record is what is stale.
+            tracing::warn!(error = %e, "could not unregister from lodge-mgr");
+        }
+    }
     dir.destroy()?;
     Ok(())
 }

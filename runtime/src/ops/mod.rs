@@ -36,8 +36,10 @@ use crate::state::{self, StateDir, StateView, Status};
 #[derive(Debug, Clone)]
 pub struct Globals {
     pub root: PathBuf,
-    /// `--systemd-cgroup`: systemd-style cgroupsPath; served by the cgroupfs driver for now.
+    /// `--systemd-cgroup`: systemd-style cgroupsPath (a systemd scope where systemd runs).
     pub systemd_cgroup: bool,
+    /// lodge-mgr's socket; `None` with `--no-mgr`.
+    pub mgr_socket: Option<PathBuf>,
 }
 
 /// The container state handed to hooks on stdin (runtime-spec "state").

@@ -1,0 +1,84 @@
+//! lodge-runc's side of lodge-mgr: register at create, unregister at delete.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lodge_ipc::mgr::{IdRange, Request, Response};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum MgrError {
+    #[error(
+        "lodge-mgr is not reachable at {socket}: {source}. Start it (`lodge-mgr &`, or install/quickstart.sh), \
+         or run lodge-runc with --no-mgr to go without it"
+    )]
+    Unreachable {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("lodge-mgr: {0}")]
+    Protocol(#[from] lodge_ipc::FrameError),
+    #[error("lodge-mgr refused: {0}")]
+    Refused(String),
+}
+
+fn ask(socket: &Path, req: &Request) -> Result<Response, MgrError> {
+    let unreachable = |source| MgrError::Unreachable {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let mut s = UnixStream::connect(socket).map_err(unreachable)?;
+    // A wedged manager must not hang container creation forever.
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    lodge_ipc::write_frame(&mut s, req)?;
+    match lodge_ipc::read_frame(&mut s)? {
+        Response::Error { message } => Err(MgrError::Refused(message)),
+        r => Ok(r),
+    }
+}
+
+/// Registers a container; returns its ID range.
+pub fn register(
+    socket: &Path,
+    id: &str,
+    pid: i32,
+    bundle: &Path,
+    rootfs: &Path,
+    pod: Option<String>,
+) -> Result<IdRange, MgrError> {
+    let req = Request::Register {
+        id: id.into(),
+        pid,
+        bundle: bundle.into(),
+        rootfs: rootfs.into(),
+        pod,
+    };
+    match ask(socket, &req)? {
+        Response::Registered { range } => Ok(range),
+        other => Err(MgrError::Refused(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Forgets a deleted container (its range is freed unless a pod member holds it).
+pub fn unregister(socket: &Path, id: &str) -> Result<(), MgrError> {
+    ask(
+        socket,
+        &Request::Unregister {
+            id: id.into(),
+            remove: true,
+        },
+    )
+    .map(drop)
+}
+
+/// The pod key of a container that joins a network namespace by path (pod members share it).
+pub fn pod_key(spec: &oci_spec::runtime::Spec) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = spec.linux().as_ref()?.namespaces().as_ref()?;
+    let net = ns
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)?;
+    let md = std::fs::metadata(net.path().as_ref()?).ok()?;
+    Some(format!("netns:{}:{}", md.dev(), md.ino()))
+}
