@@ -35,8 +35,12 @@ fn main() {
                 lodge = PathBuf::from(args.get(i + 1).expect("--lodge-runc PATH"));
                 i += 1;
             }
+            "--mgr" => {
+                mgr_bench(&lodge.with_file_name("lodge-mgr"));
+                return;
+            }
             "--help" | "-h" => {
-                println!("usage: lodge-bench [--iterations N] [--lodge-runc PATH]");
+                println!("usage: lodge-bench [--iterations N] [--lodge-runc PATH] | --mgr");
                 return;
             }
             other => panic!("unknown argument {other}"),
@@ -238,6 +242,73 @@ fn cycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> Result<Duration, S
     let d = t.elapsed();
     let _ = std::fs::remove_file(pid_file);
     Ok(d)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// lodge-mgr: idle RSS, RSS with 100 registered containers, registration latency.
+/// Targets: <= 8 MiB idle, <= 32 KiB per container, < 1 ms per registration.
+fn mgr_bench(mgr: &Path) {
+    use lodge_ipc::mgr::{Request, Response};
+    let dir = std::env::temp_dir().join(format!("lodge-bench-mgr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["subuid", "subgid"] {
+        std::fs::write(dir.join(f), "").unwrap();
+    }
+    let socket = dir.join("mgr.sock");
+    let mut child = Command::new(mgr)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--subuid")
+        .arg(dir.join("subuid"))
+        .arg("--subgid")
+        .arg(dir.join("subgid"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("lodge-mgr built beside lodge-bench");
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let idle = rss_kib(child.id());
+    let mut lat = vec![];
+    for i in 0..100 {
+        let t = Instant::now();
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let req = Request::Register {
+            id: format!("c{i}"),
+            pid: 1,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            pod: None,
+        };
+        lodge_ipc::write_frame(&mut s, &req).unwrap();
+        let resp: Response = lodge_ipc::read_frame(&mut s).unwrap();
+        lat.push(t.elapsed());
+        assert!(matches!(resp, Response::Registered { .. }), "{resp:?}");
+    }
+    let loaded = rss_kib(child.id());
+    let med = median(&lat).unwrap();
+    println!("lodge-mgr idle RSS: {idle} KiB (target <= 8192)");
+    println!(
+        "lodge-mgr RSS with 100 containers: {loaded} KiB, {:.1} KiB per container (target <= 32)",
+        (loaded.saturating_sub(idle)) as f64 / 100.0
+    );
+    println!("registration latency: median {:.3} ms (target < 1 ms; includes connect and an fsync'd state write)", med.as_secs_f64() * 1e3);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn median(v: &[Duration]) -> Option<Duration> {
