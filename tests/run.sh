@@ -20,7 +20,8 @@ if ! [ -S /run/lodge/mgr.sock ] || ! "$LODGE_MGR" status >/dev/null 2>&1; then
     mgr_dir=/var/tmp/lodge-tests/mgr
     rm -rf "$mgr_dir"; mkdir -p "$mgr_dir"
     touch "$mgr_dir/subuid" "$mgr_dir/subgid"
-    "$LODGE_MGR" --state-dir "$mgr_dir/state" --subuid "$mgr_dir/subuid" --subgid "$mgr_dir/subgid" \
+    "$LODGE_MGR" --state-dir "$mgr_dir/state" --data-root "$mgr_dir/data" \
+        --subuid "$mgr_dir/subuid" --subgid "$mgr_dir/subgid" \
         >"$mgr_dir/log" 2>&1 &
     mgr_pid=$!
     trap 'kill $mgr_pid 2>/dev/null; wait $mgr_pid 2>/dev/null; rm -rf /var/tmp/lodge-tests/mgr' EXIT

@@ -32,11 +32,27 @@ pub enum Request {
         #[serde(default)]
         pod: Option<String>,
     },
-    /// The container stopped (keeps its range) or, with `remove`, is gone (frees it).
+    /// The container stopped (keeps its range; its volumes are copied back into the rootfs) or,
+    /// with `remove`, is gone (frees its range and destroys its volumes).
     Unregister {
         id: String,
         remove: bool,
     },
+    /// Host-backed volumes for the special directories of a registered container, owned by its
+    /// root (`uid`/`gid` on the host); created and preloaded from the rootfs on first use.
+    PrepareVolumes {
+        id: String,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// A host directory to mount over a path in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    pub kind: String,
+    pub source: PathBuf,
+    pub destination: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +64,8 @@ pub struct ContainerInfo {
     pub pod: Option<String>,
     pub range: IdRange,
     pub running: bool,
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +88,9 @@ pub enum Response {
     },
     Registered {
         range: IdRange,
+    },
+    Volumes {
+        mounts: Vec<VolumeMount>,
     },
     Ok,
     Error {

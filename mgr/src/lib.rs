@@ -1,6 +1,7 @@
 //! lodge-mgr: exclusive ID ranges for containers, the container registry, and their persisted
-//! state. (Host-backed volumes for inner Docker/containerd/kubelet come next.)
+//! state, and host-backed volumes for the special directories of system containers.
 
 pub mod registry;
 pub mod server;
 pub mod subid;
+pub mod volumes;

@@ -21,6 +21,12 @@ struct Cli {
     /// Where the state lives
     #[arg(long, default_value = "/var/lib/lodge/mgr")]
     state_dir: PathBuf,
+    /// Volumes go under DIR/volumes
+    #[arg(long, default_value = "/var/lib/lodge")]
+    data_root: PathBuf,
+    /// How often to look for containers whose rootfs was removed (ms)
+    #[arg(long, default_value_t = 10_000)]
+    gc_interval_ms: u64,
     /// IDs per container
     #[arg(long, default_value_t = 65536)]
     range_size: u32,
@@ -118,7 +124,7 @@ fn daemon(cli: Cli) -> Result<()> {
         &cli.subgid,
         &cli.login_defs,
     )?;
-    let registry = Registry::open(&cli.state_dir, block, cli.range_size)?;
+    let registry = Registry::open(&cli.state_dir, &cli.data_root, block, cli.range_size)?;
     tracing::info!(
         start = block.start,
         count = block.count,
@@ -132,8 +138,10 @@ fn daemon(cli: Cli) -> Result<()> {
         let listener = server::bind(&cli.socket)?;
         server::notify_ready();
         let shared = Arc::new(Mutex::new(registry));
+        let every = std::time::Duration::from_millis(cli.gc_interval_ms.max(100));
         tokio::select! {
-            () = server::serve(shared, listener) => {}
+            () = server::serve(shared.clone(), listener) => {}
+            () = server::collect_removed(shared, every) => {}
             _ = tokio::signal::ctrl_c() => {}
             _ = async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?.recv().await; Ok::<_, std::io::Error>(()) } => {}
         }

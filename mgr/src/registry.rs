@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lodge_ipc::mgr::{ContainerInfo, IdRange};
+use lodge_ipc::mgr::{ContainerInfo, IdRange, VolumeMount};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::subid::Block;
+use crate::volumes::{self, VolumeError};
 
 #[derive(Debug, Error)]
 pub enum RegistryError {
@@ -23,6 +24,8 @@ pub enum RegistryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
     #[error("state file {path} is corrupt: {source}")]
     Corrupt {
         path: PathBuf,
@@ -39,6 +42,8 @@ struct Entry {
     /// The key its range is held under: the pod's, or the container's own.
     owner: String,
     running: bool,
+    #[serde(default)]
+    volumes: Vec<VolumeMount>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -50,6 +55,8 @@ struct State {
 
 pub struct Registry {
     path: PathBuf,
+    /// Volumes live under `<data_root>/volumes`.
+    data_root: PathBuf,
     state: State,
     pub reserved: Block,
     pub range_size: u32,
@@ -57,7 +64,12 @@ pub struct Registry {
 
 impl Registry {
     /// Loads the state in `dir` (or starts empty).
-    pub fn open(dir: &Path, reserved: Block, range_size: u32) -> Result<Registry, RegistryError> {
+    pub fn open(
+        dir: &Path,
+        data_root: &Path,
+        reserved: Block,
+        range_size: u32,
+    ) -> Result<Registry, RegistryError> {
         std::fs::create_dir_all(dir).map_err(|source| RegistryError::Io {
             path: dir.into(),
             source,
@@ -73,6 +85,7 @@ impl Registry {
         };
         Ok(Registry {
             path,
+            data_root: data_root.to_path_buf(),
             state,
             reserved,
             range_size,
@@ -127,6 +140,12 @@ impl Registry {
                 free
             }
         };
+        let volumes = self
+            .state
+            .containers
+            .get(id)
+            .map(|e| e.volumes.clone())
+            .unwrap_or_default();
         self.state.containers.insert(
             id.into(),
             Entry {
@@ -136,6 +155,7 @@ impl Registry {
                 pod,
                 owner,
                 running: true,
+                volumes,
             },
         );
         self.save()?;
@@ -152,6 +172,8 @@ impl Registry {
                 .get_mut(id)
                 .ok_or_else(|| RegistryError::Unknown(id.into()))?;
             e.running = false;
+            // Stopped: the volumes' contents go back into the image (docker commit, stop/start).
+            volumes::copy_back(&e.volumes, &e.rootfs)?;
             return self.save();
         }
         let e = self
@@ -159,10 +181,49 @@ impl Registry {
             .containers
             .remove(id)
             .ok_or_else(|| RegistryError::Unknown(id.into()))?;
+        volumes::destroy(&e.volumes)?;
         if !self.state.containers.values().any(|o| o.owner == e.owner) {
             self.state.slots.remove(&e.owner);
         }
         self.save()
+    }
+
+    /// The container's volumes, created and preloaded on first use.
+    pub fn prepare_volumes(
+        &mut self,
+        id: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Vec<VolumeMount>, RegistryError> {
+        let e = self
+            .state
+            .containers
+            .get(id)
+            .ok_or_else(|| RegistryError::Unknown(id.into()))?;
+        let mounts = volumes::prepare(&self.data_root, id, &e.rootfs, uid, gid)?;
+        self.state.containers.get_mut(id).expect("checked").volumes = mounts.clone();
+        self.save()?;
+        Ok(mounts)
+    }
+
+    /// Forgets containers whose rootfs the engine removed, destroying their volumes and freeing
+    /// their ranges. Returns their ids.
+    pub fn collect_removed(&mut self) -> Vec<String> {
+        let gone: Vec<String> = self
+            .state
+            .containers
+            .iter()
+            // Not the rootfs itself: engines unmount (and may remove) it at every stop. Its
+            // parent (Docker's layer directory, a bundle) only goes when the container is removed.
+            .filter(|(_, e)| !e.rootfs.exists() && !e.rootfs.parent().is_some_and(Path::exists))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            if let Err(e) = self.unregister(id, true) {
+                tracing::warn!(id = %id, error = %e, "cleaning up a removed container");
+            }
+        }
+        gone
     }
 
     pub fn list(&self) -> Vec<ContainerInfo> {
@@ -177,6 +238,7 @@ impl Registry {
                 pod: e.pod.clone(),
                 range: self.range(self.state.slots[&e.owner]),
                 running: e.running,
+                volumes: e.volumes.clone(),
             })
             .collect()
     }
@@ -204,6 +266,7 @@ mod tests {
 
     fn reg(dir: &Path) -> Registry {
         Registry::open(
+            dir,
             dir,
             Block {
                 start: 100_000,

@@ -49,6 +49,9 @@ pub fn handle(reg: &Shared, req: Request) -> Response {
             .register(&id, pid, bundle, rootfs, pod)
             .map(|range| Response::Registered { range }),
         Request::Unregister { id, remove } => reg.unregister(&id, remove).map(|()| Response::Ok),
+        Request::PrepareVolumes { id, uid, gid } => reg
+            .prepare_volumes(&id, uid, gid)
+            .map(|mounts| Response::Volumes { mounts }),
     };
     result.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),
@@ -125,6 +128,18 @@ pub fn bind(socket: &Path) -> std::io::Result<UnixListener> {
     let listener = UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     Ok(listener)
+}
+
+/// Every `every`, forgets containers whose rootfs is gone (removed by the engine).
+pub async fn collect_removed(reg: Shared, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let gone = reg.lock().expect("registry lock").collect_removed();
+        for id in gone {
+            tracing::info!(id = %id, "rootfs removed: container, volumes and range released");
+        }
+    }
 }
 
 pub async fn serve(reg: Shared, listener: UnixListener) {

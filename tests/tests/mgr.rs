@@ -63,6 +63,9 @@ impl Mgr {
             .arg(self.dir.join("subgid"))
             .arg("--login-defs")
             .arg(self.dir.join("login.defs"))
+            .arg("--data-root")
+            .arg(self.dir.join("data"))
+            .args(["--gc-interval-ms", "200"])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("mgr.log")).unwrap())
@@ -95,11 +98,14 @@ impl Mgr {
     }
 
     fn register(&self, id: &str, pod: Option<&str>) -> Result<IdRange, String> {
+        // A real directory: lodge-mgr releases containers whose rootfs and bundle are gone.
+        let bundle = self.dir.join("b");
+        std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
         match self.ask(&Request::Register {
             id: id.into(),
             pid: 1,
-            bundle: "/b".into(),
-            rootfs: "/b/rootfs".into(),
+            bundle: bundle.clone(),
+            rootfs: bundle.join("rootfs"),
             pod: pod.map(String::from),
         }) {
             Response::Registered { range } => Ok(range),
@@ -300,4 +306,114 @@ fn only_root_is_served() {
         err.contains("not reachable") || err.contains("only serves root"),
         "{err}"
     );
+}
+
+fn register_at(m: &Mgr, id: &str, rootfs: &Path) -> IdRange {
+    match m.ask(&Request::Register {
+        id: id.into(),
+        pid: 1,
+        bundle: rootfs.parent().unwrap().into(),
+        rootfs: rootfs.into(),
+        pod: None,
+    }) {
+        Response::Registered { range } => range,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn volumes_of(m: &Mgr, id: &str, uid: u32) -> Vec<lodge_ipc::mgr::VolumeMount> {
+    match m.ask(&Request::PrepareVolumes {
+        id: id.into(),
+        uid,
+        gid: uid,
+    }) {
+        Response::Volumes { mounts } => mounts,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn volumes_preload_persist_copy_back_and_go() {
+    use std::os::unix::fs::MetadataExt;
+    let mut m = Mgr::new("", "", &[]);
+    let rootfs = m.dir.join("bundle/rootfs");
+    std::fs::create_dir_all(rootfs.join("var/lib/docker/image")).unwrap();
+    std::fs::write(rootfs.join("var/lib/docker/image/marker"), "from the image").unwrap();
+    register_at(&m, "sys", &rootfs);
+    let vols = volumes_of(&m, "sys", 300000);
+    assert_eq!(
+        vols.len(),
+        7,
+        "docker, containerd, kubelet, k3s, rke2, k0s, buildkit"
+    );
+    let docker = vols
+        .iter()
+        .find(|v| v.destination == Path::new("/var/lib/docker"))
+        .unwrap()
+        .source
+        .clone();
+    assert_eq!(
+        std::fs::read_to_string(docker.join("image/marker")).unwrap(),
+        "from the image",
+        "preloaded"
+    );
+    assert_eq!(
+        std::fs::metadata(&docker).unwrap().uid(),
+        300000,
+        "owned by the container's root"
+    );
+    std::fs::write(docker.join("pulled"), "an inner image").unwrap();
+
+    // Stop: copied back into the rootfs (docker commit, stop/start keep inner images).
+    assert!(matches!(
+        m.ask(&Request::Unregister {
+            id: "sys".into(),
+            remove: false
+        }),
+        Response::Ok
+    ));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("var/lib/docker/pulled")).unwrap(),
+        "an inner image"
+    );
+    // SIGKILL and restart: the volume and its contents are still the container's.
+    m.kill9();
+    m.start();
+    register_at(&m, "sys", &rootfs);
+    let again = volumes_of(&m, "sys", 300000);
+    assert_eq!(again, vols, "the same volumes after a restart");
+    assert!(docker.join("pulled").exists());
+    // Removed: the volumes go.
+    assert!(matches!(
+        m.ask(&Request::Unregister {
+            id: "sys".into(),
+            remove: true
+        }),
+        Response::Ok
+    ));
+    assert!(!docker.exists());
+}
+
+#[test]
+fn a_removed_rootfs_releases_the_container() {
+    let m = Mgr::new("", "", &[]);
+    let bundle = m.dir.join("gone-bundle");
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    register_at(&m, "gone", &bundle.join("rootfs"));
+    let vols = volumes_of(&m, "gone", 0);
+    // A stopped container's unmounted rootfs is not a removal.
+    std::fs::remove_dir(bundle.join("rootfs")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(vols[0].source.exists(), "kept while the bundle is there");
+    std::fs::remove_dir_all(&bundle).unwrap();
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Response::List { containers } = m.ask(&Request::List) {
+            if containers.is_empty() {
+                assert!(vols.iter().all(|v| !v.source.exists()), "volumes destroyed");
+                return;
+            }
+        }
+    }
+    panic!("the container whose rootfs was removed is still registered");
 }
