@@ -292,6 +292,7 @@ fn mgr_bench(mgr: &Path) {
             bundle: "/b".into(),
             rootfs: "/b/rootfs".into(),
             pod: None,
+            namespaces: vec![],
         };
         lodge_ipc::write_frame(&mut s, &req).unwrap();
         let resp: Response = lodge_ipc::read_frame(&mut s).unwrap();

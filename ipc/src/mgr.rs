@@ -31,6 +31,9 @@ pub enum Request {
         rootfs: PathBuf,
         #[serde(default)]
         pod: Option<String>,
+        /// The container's namespaces as `kind:inode` (`net:4026532001`), for the registry.
+        #[serde(default)]
+        namespaces: Vec<String>,
     },
     /// The container stopped (keeps its range; its volumes are copied back into the rootfs) or,
     /// with `remove`, is gone (frees its range and destroys its volumes).
@@ -62,6 +65,8 @@ pub struct ContainerInfo {
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
     pub pod: Option<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
     pub range: IdRange,
     pub running: bool,
     #[serde(default)]

@@ -39,6 +39,8 @@ struct Entry {
     bundle: PathBuf,
     rootfs: PathBuf,
     pod: Option<String>,
+    #[serde(default)]
+    namespaces: Vec<String>,
     /// The key its range is held under: the pod's, or the container's own.
     owner: String,
     running: bool,
@@ -119,6 +121,7 @@ impl Registry {
         bundle: PathBuf,
         rootfs: PathBuf,
         pod: Option<String>,
+        namespaces: Vec<String>,
     ) -> Result<IdRange, RegistryError> {
         if id.is_empty() || id.contains('/') || id == "." || id == ".." {
             return Err(RegistryError::InvalidId(id.into()));
@@ -153,6 +156,7 @@ impl Registry {
                 bundle,
                 rootfs,
                 pod,
+                namespaces,
                 owner,
                 running: true,
                 volumes,
@@ -236,6 +240,7 @@ impl Registry {
                 bundle: e.bundle.clone(),
                 rootfs: e.rootfs.clone(),
                 pod: e.pod.clone(),
+                namespaces: e.namespaces.clone(),
                 range: self.range(self.state.slots[&e.owner]),
                 running: e.running,
                 volumes: e.volumes.clone(),
@@ -282,33 +287,38 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lodge-mgr-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut r = reg(&dir);
-        let a = r.register("a", 1, "/b".into(), "/r".into(), None).unwrap();
+        let a = r
+            .register("a", 1, "/b".into(), "/r".into(), None, vec![])
+            .unwrap();
         let b = r
-            .register("b", 2, "/b".into(), "/r".into(), Some("ns1".into()))
+            .register("b", 2, "/b".into(), "/r".into(), Some("ns1".into()), vec![])
             .unwrap();
         let c = r
-            .register("c", 3, "/b".into(), "/r".into(), Some("ns1".into()))
+            .register("c", 3, "/b".into(), "/r".into(), Some("ns1".into()), vec![])
             .unwrap();
         assert_ne!(a, b);
         assert_eq!(b, c, "pod members share");
         r.unregister("a", false).unwrap();
         assert_eq!(
             reg(&dir)
-                .register("a", 4, "/b".into(), "/r".into(), None)
+                .register("a", 4, "/b".into(), "/r".into(), None, vec![])
                 .unwrap(),
             a,
             "same range after a restart"
         );
         let mut r = reg(&dir);
-        r.register("d", 5, "/b".into(), "/r".into(), None).unwrap();
-        r.register("e", 6, "/b".into(), "/r".into(), None).unwrap();
+        r.register("d", 5, "/b".into(), "/r".into(), None, vec![])
+            .unwrap();
+        r.register("e", 6, "/b".into(), "/r".into(), None, vec![])
+            .unwrap();
         assert!(matches!(
-            r.register("f", 7, "/b".into(), "/r".into(), None),
+            r.register("f", 7, "/b".into(), "/r".into(), None, vec![]),
             Err(RegistryError::Exhausted(4))
         ));
         r.unregister("e", true).unwrap();
         assert!(
-            r.register("f", 7, "/b".into(), "/r".into(), None).is_ok(),
+            r.register("f", 7, "/b".into(), "/r".into(), None, vec![])
+                .is_ok(),
             "a freed range is reused"
         );
         std::fs::remove_dir_all(&dir).unwrap();

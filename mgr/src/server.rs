@@ -45,8 +45,9 @@ pub fn handle(reg: &Shared, req: Request) -> Response {
             bundle,
             rootfs,
             pod,
+            namespaces,
         } => reg
-            .register(&id, pid, bundle, rootfs, pod)
+            .register(&id, pid, bundle, rootfs, pod, namespaces)
             .map(|range| Response::Registered { range }),
         Request::Unregister { id, remove } => reg.unregister(&id, remove).map(|()| Response::Ok),
         Request::PrepareVolumes { id, uid, gid } => reg

@@ -53,6 +53,7 @@ pub fn register(
         bundle: bundle.into(),
         rootfs: rootfs.into(),
         pod,
+        namespaces: namespaces_of(pid),
     };
     match ask(socket, &req)? {
         Response::Registered { range } => Ok(range),
@@ -70,6 +71,20 @@ pub fn unregister(socket: &Path, id: &str) -> Result<(), MgrError> {
         },
     )
     .map(drop)
+}
+
+/// `kind:inode` of each of the process's namespaces.
+fn namespaces_of(pid: i32) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"]
+        .iter()
+        .filter_map(|k| {
+            Some(format!(
+                "{k}:{}",
+                std::fs::metadata(format!("/proc/{pid}/ns/{k}")).ok()?.ino()
+            ))
+        })
+        .collect()
 }
 
 /// The pod key of a container that joins a network namespace by path (pod members share it).

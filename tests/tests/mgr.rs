@@ -107,6 +107,7 @@ impl Mgr {
             bundle: bundle.clone(),
             rootfs: bundle.join("rootfs"),
             pod: pod.map(String::from),
+            namespaces: vec![],
         }) {
             Response::Registered { range } => Ok(range),
             Response::Error { message } => Err(message),
@@ -315,6 +316,7 @@ fn register_at(m: &Mgr, id: &str, rootfs: &Path) -> IdRange {
         bundle: rootfs.parent().unwrap().into(),
         rootfs: rootfs.into(),
         pod: None,
+        namespaces: vec![],
     }) {
         Response::Registered { range } => range,
         other => panic!("{other:?}"),
@@ -416,4 +418,84 @@ fn a_removed_rootfs_releases_the_container() {
         }
     }
     panic!("the container whose rootfs was removed is still registered");
+}
+
+#[test]
+fn ready_is_notified_to_systemd() {
+    let dir = Path::new(WORK).join(unique_id("notify"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["subuid", "subgid"] {
+        std::fs::write(dir.join(f), "").unwrap();
+    }
+    let notify = std::os::unix::net::UnixDatagram::bind(dir.join("notify.sock")).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut child = Command::new(mgr_bin())
+        .env("NOTIFY_SOCKET", dir.join("notify.sock"))
+        .arg("--socket")
+        .arg(dir.join("mgr.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--data-root")
+        .arg(dir.join("data"))
+        .arg("--subuid")
+        .arg(dir.join("subuid"))
+        .arg("--subgid")
+        .arg(dir.join("subgid"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("READY=1 within 10 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(
+        UnixStream::connect(dir.join("mgr.sock")).is_ok(),
+        "serving once it said ready"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn running_containers_survive_a_sigkilled_manager() {
+    let mut m = Mgr::new("", "", &[]);
+    let rt = lodge_tests::Runtime::new();
+    let bundle = lodge_tests::Bundle::new(&["sleep", "1000"]);
+    let id = unique_id("survivor");
+    let sock = m.socket();
+    let sock = sock.to_str().unwrap();
+    rt.ok(&[
+        "--mgr-socket",
+        sock,
+        "run",
+        "-d",
+        "--bundle",
+        bundle.path(),
+        &id,
+    ]);
+    let listed = |m: &Mgr| match m.ask(&Request::List) {
+        Response::List { containers } => containers,
+        other => panic!("{other:?}"),
+    };
+    let before = listed(&m);
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].id, id);
+    assert!(
+        before[0].namespaces.iter().any(|n| n.starts_with("net:")),
+        "{:?}",
+        before[0].namespaces
+    );
+    m.kill9();
+    m.start();
+    let after = listed(&m);
+    assert_eq!(
+        (after[0].id.as_str(), after[0].range, after[0].pid),
+        (id.as_str(), before[0].range, before[0].pid)
+    );
+    assert_eq!(rt.status(&id), "running", "the container did not notice");
+    rt.ok(&["--mgr-socket", sock, "delete", "--force", &id]);
+    assert!(listed(&m).is_empty(), "unregistered at delete");
+    rt.assert_no_residue(&id, &bundle);
 }
