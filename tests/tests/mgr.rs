@@ -25,10 +25,21 @@ struct Mgr {
     dir: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    env: Vec<(String, PathBuf)>,
 }
 
 impl Mgr {
     fn new(subuid: &str, subgid: &str, extra: &[&str]) -> Mgr {
+        Mgr::with_env(subuid, subgid, extra, |_| vec![])
+    }
+
+    /// A manager whose environment `env(dir)` gives (dir is its private directory).
+    fn with_env(
+        subuid: &str,
+        subgid: &str,
+        extra: &[&str],
+        env: impl FnOnce(&Path) -> Vec<(String, PathBuf)>,
+    ) -> Mgr {
         let dir = Path::new(WORK).join(unique_id("mgr"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("subuid"), subuid).unwrap();
@@ -38,10 +49,12 @@ impl Mgr {
             "SUB_UID_MIN 100000\nSUB_GID_MIN 100000\n",
         )
         .unwrap();
+        let env = env(&dir);
         let mut m = Mgr {
             dir,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env,
         };
         m.start();
         m
@@ -53,6 +66,7 @@ impl Mgr {
 
     fn start(&mut self) {
         let child = Command::new(mgr_bin())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--socket")
             .arg(self.socket())
             .arg("--state-dir")
@@ -422,40 +436,22 @@ fn a_removed_rootfs_releases_the_container() {
 
 #[test]
 fn ready_is_notified_to_systemd() {
-    let dir = Path::new(WORK).join(unique_id("notify"));
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in ["subuid", "subgid"] {
-        std::fs::write(dir.join(f), "").unwrap();
-    }
-    let notify = std::os::unix::net::UnixDatagram::bind(dir.join("notify.sock")).unwrap();
-    notify
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let mut child = Command::new(mgr_bin())
-        .env("NOTIFY_SOCKET", dir.join("notify.sock"))
-        .arg("--socket")
-        .arg(dir.join("mgr.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--data-root")
-        .arg(dir.join("data"))
-        .arg("--subuid")
-        .arg(dir.join("subuid"))
-        .arg("--subgid")
-        .arg(dir.join("subgid"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut notify = None;
+    let m = Mgr::with_env("", "", &[], |dir| {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        notify = Some(sock);
+        vec![("NOTIFY_SOCKET".into(), path)]
+    });
     let mut buf = [0u8; 64];
-    let n = notify.recv(&mut buf).expect("READY=1 within 10 s");
+    let n = notify.unwrap().recv(&mut buf).expect("READY=1 within 10 s");
     assert_eq!(&buf[..n], b"READY=1");
     assert!(
-        UnixStream::connect(dir.join("mgr.sock")).is_ok(),
+        matches!(m.ask(&Request::Status), Response::Status { .. }),
         "serving once it said ready"
     );
-    let _ = child.kill();
-    let _ = child.wait();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
