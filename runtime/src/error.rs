@@ -26,6 +26,8 @@ pub enum Error {
     #[error(transparent)]
     Mgr(#[from] crate::mgr_client::MgrError),
     #[error(transparent)]
+    Knob(#[from] crate::knobs::KnobError),
+    #[error(transparent)]
     Signal(#[from] UnknownSignal),
     #[error("{0}")]
     InvalidId(String),

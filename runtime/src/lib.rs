@@ -7,6 +7,7 @@ pub mod cgroups;
 pub mod devices_bpf;
 pub mod error;
 pub mod hooks;
+pub mod knobs;
 pub mod mgr_client;
 pub mod ops;
 pub mod process;

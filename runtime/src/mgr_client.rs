@@ -61,16 +61,38 @@ pub fn register(
     }
 }
 
-/// Forgets a deleted container (its range is freed unless a pod member holds it).
-pub fn unregister(socket: &Path, id: &str) -> Result<(), MgrError> {
+/// A deleted container: with `remove`, forgotten (its range freed unless a pod member holds it);
+/// without, kept as stopped (its volumes copied back, released when the engine removes its
+/// rootfs).
+pub fn unregister(socket: &Path, id: &str, remove: bool) -> Result<(), MgrError> {
     ask(
         socket,
         &Request::Unregister {
             id: id.into(),
-            remove: true,
+            remove,
         },
     )
     .map(drop)
+}
+
+/// The container's special-dir volumes (owned by `uid`/`gid` on the host).
+pub fn prepare_volumes(
+    socket: &Path,
+    id: &str,
+    uid: u32,
+    gid: u32,
+) -> Result<Vec<lodge_ipc::mgr::VolumeMount>, MgrError> {
+    match ask(
+        socket,
+        &Request::PrepareVolumes {
+            id: id.into(),
+            uid,
+            gid,
+        },
+    )? {
+        Response::Volumes { mounts } => Ok(mounts),
+        other => Err(MgrError::Refused(format!("unexpected answer {other:?}"))),
+    }
 }
 
 /// `kind:inode` of each of the process's namespaces.

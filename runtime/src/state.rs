@@ -81,6 +81,10 @@ pub struct ContainerState {
     /// Whether lodge-mgr knows the container (unregistered at delete).
     #[serde(default)]
     pub mgr_registered: bool,
+    /// The container has lodge-mgr's special-dir volumes: at delete they are copied back and
+    /// kept until the engine removes the rootfs.
+    #[serde(default)]
+    pub special_volumes: bool,
     /// The transient scope registered with systemd (`--systemd-cgroup` under systemd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,

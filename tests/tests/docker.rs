@@ -269,6 +269,66 @@ fn docker_runs_containers_with_lodge_runc() {
     let stats = d.ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &name]);
     assert!(stats.contains("96MiB"), "docker stats: {stats}");
 
+    // lodge-mgr's special volumes: /var/lib/docker on the host, surviving stop/start and commit.
+    let sys = unique_id("dkvol");
+    d.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--runtime=lodge-runc",
+        "-e",
+        "LODGE_SPECIAL_VOLUMES=TRUE",
+        "--name",
+        &sys,
+        "lodge-test/busybox",
+        "sh",
+        "-c",
+        "echo kept > /var/lib/docker/inner-image; sleep 1000",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        d.ok(&[
+            "exec",
+            &sys,
+            "grep",
+            " /var/lib/docker ",
+            "/proc/self/mountinfo"
+        ])
+        .contains("/var/lib/docker"),
+        "a mount of its own"
+    );
+    assert_eq!(
+        d.ok(&["exec", &sys, "sh", "-c", "env | grep -c LODGE_ || true"])
+            .trim(),
+        "0",
+        "the knob is not in the environment"
+    );
+    d.ok(&["stop", "--time", "1", &sys]);
+    d.ok(&["start", &sys]);
+    assert_eq!(
+        d.ok(&["exec", &sys, "cat", "/var/lib/docker/inner-image"]),
+        "kept\n",
+        "survives stop + start"
+    );
+    d.ok(&["stop", "--time", "1", &sys]);
+    d.ok(&["commit", &sys, "lodge-test/committed"]);
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime=lodge-runc",
+            "lodge-test/committed",
+            "cat",
+            "/var/lib/docker/inner-image"
+        ]),
+        "kept\n",
+        "copied back, so commit keeps it"
+    );
+    d.ok(&["rm", &sys]);
+
     let started = Instant::now();
     d.ok(&["stop", "--time", "2", &name]);
     assert!(started.elapsed() < Duration::from_secs(15));

@@ -495,3 +495,119 @@ fn running_containers_survive_a_sigkilled_manager() {
     assert!(listed(&m).is_empty(), "unregistered at delete");
     rt.assert_no_residue(&id, &bundle);
 }
+
+#[test]
+fn special_volumes_through_lodge_runc() {
+    let m = Mgr::new("", "", &[]);
+    let rt = lodge_tests::Runtime::new();
+    let mut bundle = lodge_tests::Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /var/lib/docker/preloaded; ls /var/lib/docker; echo inner > /var/lib/docker/made-inside; \
+         env | grep -c LODGE_; stat -c %u /var/lib/docker/preloaded",
+    ]);
+    let docker_dir = bundle.rootfs().join("var/lib/docker");
+    std::fs::create_dir_all(&docker_dir).unwrap();
+    std::fs::write(docker_dir.join("preloaded"), "from the image\n").unwrap();
+    for d in [
+        "containerd",
+        "kubelet",
+        "rancher/k3s",
+        "rancher/rke2",
+        "k0s",
+        "buildkit",
+    ] {
+        std::fs::create_dir_all(bundle.rootfs().join("var/lib").join(d)).unwrap();
+    }
+    bundle.with_userns(600000);
+    bundle.edit(|c| {
+        c["root"]["readonly"] = false.into();
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push("LODGE_SPECIAL_VOLUMES=TRUE".into());
+    });
+    let sock = m.socket();
+    let sock = sock.to_str().unwrap();
+    let id = unique_id("sysvol");
+    let out = rt.run(&["--mgr-socket", sock, "run", "--bundle", bundle.path(), &id]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout, "from the image\npreloaded\n0\n0\n",
+        "preloaded, knob removed, ID-mapped to the container's root"
+    );
+
+    // Stopped: copied back into the rootfs, the volume kept.
+    assert_eq!(
+        std::fs::read_to_string(docker_dir.join("made-inside")).unwrap(),
+        "inner\n"
+    );
+    let vols = match m.ask(&Request::List) {
+        Response::List { containers } => {
+            containers
+                .into_iter()
+                .find(|c| c.id == id)
+                .expect("kept while the bundle exists")
+                .volumes
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(vols.len(), 7);
+    // Restarted: the same volume, with what it held.
+    std::fs::remove_file(docker_dir.join("made-inside")).unwrap();
+    let out = rt.run(&["--mgr-socket", sock, "run", "--bundle", bundle.path(), &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("made-inside"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Removed by its engine: the manager lets go of it and its volumes.
+    drop(bundle);
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if vols.iter().all(|v| !v.source.exists()) {
+            return;
+        }
+    }
+    panic!("volumes of a removed container are still there");
+}
+
+#[test]
+fn knobs_are_checked() {
+    let m = Mgr::new("", "", &[]);
+    let rt = lodge_tests::Runtime::new();
+    let sock = m.socket();
+    let sock = sock.to_str().unwrap();
+    for (env, flag, expect) in [
+        (
+            "LODGE_NO_SUCH_KNOB=1",
+            None,
+            "unknown knob LODGE_NO_SUCH_KNOB",
+        ),
+        (
+            "LODGE_SPECIAL_VOLUMES=maybe",
+            None,
+            "expected TRUE or FALSE",
+        ),
+        (
+            "LODGE_SPECIAL_VOLUMES=TRUE",
+            Some("--no-mgr"),
+            "not available with --no-mgr",
+        ),
+    ] {
+        let mut bundle = lodge_tests::Bundle::new(&["true"]);
+        bundle.edit(|c| c["process"]["env"].as_array_mut().unwrap().push(env.into()));
+        let id = unique_id("knob");
+        let mut args = vec!["--mgr-socket", sock];
+        args.extend(flag);
+        args.extend(["create", "--bundle", bundle.path(), &id]);
+        let err = rt.fails(&args);
+        assert!(err.contains(expect), "{env}: {err}");
+        rt.assert_no_residue(&id, &bundle);
+    }
+}

@@ -46,6 +46,11 @@ pub fn create(g: &Globals, id: &str, opts: &CreateOptions) -> Result<i32> {
         if let Err(e) = dir.destroy() {
             tracing::warn!(error = %e, "cleaning up after a failed create");
         }
+        if let Some(socket) = &g.mgr_socket {
+            // Registered before the failure (special volumes register early): forget it. Not
+            // registered at all is the common case, and the manager's "unknown" answer is fine.
+            let _ = crate::mgr_client::unregister(socket, id, true);
+        }
     }
     result
 }
@@ -77,8 +82,22 @@ fn create_in(
     dir: &StateDir,
     cgroup_slot: &mut Option<Cgroup>,
 ) -> Result<i32> {
-    let spec = &loaded.spec;
-    dir.save_config(&loaded.raw)?;
+    let mut spec = loaded.spec.clone();
+    let mut env = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let knobs = crate::knobs::take(&mut env)?;
+    if let Some(p) = spec.process_mut() {
+        p.set_env(Some(env));
+    }
+    if knobs.special_volumes {
+        add_special_volumes(g, id, loaded, &mut spec)?;
+    }
+    let spec = &spec;
+    // The config as the container runs it (knobs removed, volumes added): exec and delete read it.
+    dir.save_config(&serde_json::to_vec(spec).expect("spec serializes"))?;
     let plan = Plan::new(spec)?;
     let layout = Layout::detect()?;
     let cg = Cgroup::resolve(&layout, &cgroups_path(g, id, spec)?)?;
@@ -178,12 +197,62 @@ fn create_in(
         started: false,
         systemd_unit,
         mgr_registered: registered,
+        special_volumes: knobs.special_volumes,
     };
     dir.save(&state)?;
     if let Some(pid_file) = &opts.pid_file {
         write_atomic(pid_file, pid.to_string().as_bytes(), 0o644)?;
     }
     Ok(pid)
+}
+
+/// `LODGE_SPECIAL_VOLUMES=TRUE`: lodge-mgr's host-backed volumes over /var/lib/docker,
+/// containerd, kubelet, ... ID-mapped through the container's mappings when it has a user
+/// namespace (the volumes keep the image's own, unshifted IDs on disk).
+fn add_special_volumes(
+    g: &Globals,
+    id: &str,
+    loaded: &spec::LoadedSpec,
+    spec: &mut oci_spec::runtime::Spec,
+) -> Result<()> {
+    let Some(socket) = &g.mgr_socket else {
+        return Err(Error::Io {
+            what: "LODGE_SPECIAL_VOLUMES".into(),
+            source: std::io::Error::other(
+                "special volumes come from lodge-mgr: not available with --no-mgr",
+            ),
+        });
+    };
+    // Registered now (pid 0) so the manager knows the rootfs; updated once init exists.
+    crate::mgr_client::register(
+        socket,
+        id,
+        0,
+        &loaded.bundle,
+        &loaded.rootfs,
+        crate::mgr_client::pod_key(spec),
+    )?;
+    let volumes = crate::mgr_client::prepare_volumes(socket, id, 0, 0)?;
+    let userns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.uid_mappings().as_ref())
+        .is_some_and(|m| !m.is_empty());
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for v in volumes {
+        let mut options = vec!["rbind".to_string()];
+        if userns {
+            options.push("idmap".into());
+        }
+        let mut m = oci_spec::runtime::Mount::default();
+        m.set_destination(v.destination);
+        m.set_typ(Some("bind".into()));
+        m.set_source(Some(v.source));
+        m.set_options(Some(options));
+        mounts.push(m);
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
 }
 
 fn listen(path: &Path) -> Result<OwnedFd> {

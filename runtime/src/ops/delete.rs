@@ -78,7 +78,7 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
             .mgr_socket
             .clone()
             .unwrap_or_else(|| lodge_ipc::mgr::DEFAULT_SOCKET.into());
-        if let Err(e) = crate::mgr_client::unregister(&socket, id) {
+        if let Err(e) = crate::mgr_client::unregister(&socket, id, !st.special_volumes) {
             // The container is gone either way; the manager's record is what is stale.
             tracing::warn!(error = %e, "could not unregister from lodge-mgr");
         }

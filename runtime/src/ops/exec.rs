@@ -27,6 +27,11 @@ pub struct ExecOptions {
 /// forwarding signals, and returns its exit code (128+signal when killed).
 pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
     crate::spec::check_security_labels(&opts.process)?;
+    // Engines pass the container's environment to exec'd processes too: knobs never reach them.
+    let mut process = opts.process.clone();
+    let mut env = process.env().clone().unwrap_or_default();
+    crate::knobs::take(&mut env)?;
+    process.set_env(Some(env));
     let running = [Status::Created, Status::Running];
     let (dir, st) = super::open_in(
         g,
@@ -41,7 +46,7 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
         .and_then(|l| l.seccomp().as_ref());
     let namespaces = exec::namespaces_of(st.init_pid)?;
     // A terminal without --console-socket is served by exec itself (foreground only).
-    let wants_tty = opts.console_socket.is_none() && opts.process.terminal() == Some(true);
+    let wants_tty = opts.console_socket.is_none() && process.terminal() == Some(true);
     if wants_tty && opts.detach {
         return Err(Error::Exec(
             "a terminal with --detach needs --console-socket".into(),
@@ -74,7 +79,7 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
     let args = ExecArgs {
         id,
         bundle: &st.bundle,
-        process: &opts.process,
+        process: &process,
         seccomp,
         namespaces: &namespaces,
         console_socket: console.as_ref().map(|c| c.as_raw_fd()),
