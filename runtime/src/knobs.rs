@@ -13,12 +13,20 @@ pub enum KnobError {
 }
 
 /// Every knob lodge-runc understands.
-pub const KNOWN: &[&str] = &["LODGE_SPECIAL_VOLUMES"];
+pub const KNOWN: &[&str] = &[
+    "LODGE_SPECIAL_VOLUMES",
+    "LODGE_SYSCONT_MODE",
+    "LODGE_HONOR_CAPS",
+];
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Knobs {
     /// Host-backed volumes from lodge-mgr over /var/lib/docker, containerd, kubelet, ...
     pub special_volumes: bool,
+    /// The system-container rewrite (`syscont.rs`); off by default for now.
+    pub syscont: bool,
+    /// In system-container mode, keep the spec's capabilities.
+    pub honor_caps: bool,
 }
 
 fn boolean(name: &str, value: &str) -> Result<bool, KnobError> {
@@ -45,6 +53,8 @@ pub fn take(env: &mut Vec<String>) -> Result<Knobs, KnobError> {
         let name = format!("LODGE_{name}");
         match name.as_str() {
             "LODGE_SPECIAL_VOLUMES" => knobs.special_volumes = boolean(&name, value)?,
+            "LODGE_SYSCONT_MODE" => knobs.syscont = boolean(&name, value)?,
+            "LODGE_HONOR_CAPS" => knobs.honor_caps = boolean(&name, value)?,
             _ => return Err(KnobError::Unknown(name)),
         }
     }

@@ -18,6 +18,7 @@ pub mod signal;
 pub mod spec;
 pub mod state;
 pub mod sys;
+pub mod syscont;
 pub mod systemd_scope;
 pub mod timefmt;
 

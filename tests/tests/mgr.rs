@@ -611,3 +611,85 @@ fn knobs_are_checked() {
         rt.assert_no_residue(&id, &bundle);
     }
 }
+
+#[test]
+fn system_container_mode_first_part() {
+    use std::os::unix::fs::MetadataExt;
+    let m = Mgr::new("", "", &[]);
+    let rt = lodge_tests::Runtime::new();
+    let mut bundle = lodge_tests::Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; grep CapEff /proc/self/status; stat -c %u /bin/busybox; touch /made-inside && stat -c %u /made-inside; readlink /dev/kmsg || stat -c %t:%T /dev/kmsg",
+    ]);
+    bundle.edit(|c| {
+        c["root"]["readonly"] = false.into();
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push("LODGE_SYSCONT_MODE=TRUE".into());
+    });
+    let sock = m.socket();
+    let sock = sock.to_str().unwrap();
+    let id = unique_id("syscont");
+    let out = rt.run(&["--mgr-socket", sock, "run", "--bundle", bundle.path(), &id]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let map: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(map[0], "0");
+    assert_ne!(
+        map[1], "0",
+        "an exclusive range from lodge-mgr, never host root"
+    );
+    assert_eq!(map[2], "65536");
+    // A new user namespace starts with a full bounding set: root there gets every capability
+    // the kernel has (CAP_SYS_RESOURCE too, which the host runtime lacks), all confined to it.
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let full = format!("{:016x}", (1u64 << (last + 1)) - 1);
+    assert_eq!(
+        lines[1].split_whitespace().nth(1),
+        Some(full.as_str()),
+        "root gets every capability"
+    );
+    assert_eq!(
+        lines[2], "0",
+        "the image's root-owned files are the container root's (ID-mapped rootfs)"
+    );
+    assert_eq!(lines[3], "0");
+    assert_eq!(
+        std::fs::metadata(bundle.rootfs().join("made-inside"))
+            .unwrap()
+            .uid(),
+        0,
+        "written back unshifted"
+    );
+    assert_eq!(lines[4], "1:3", "/dev/kmsg is /dev/null");
+    rt.assert_no_residue(&id, &bundle);
+
+    // Sharing the host's pid namespace is refused.
+    bundle.edit(|c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "pid")
+    });
+    let err = rt.fails(&[
+        "--mgr-socket",
+        sock,
+        "create",
+        "--bundle",
+        bundle.path(),
+        &id,
+    ]);
+    assert!(err.contains("own pid namespace"), "{err}");
+    rt.assert_no_residue(&id, &bundle);
+}

@@ -92,8 +92,19 @@ fn create_in(
     if let Some(p) = spec.process_mut() {
         p.set_env(Some(env));
     }
-    if knobs.special_volumes {
-        add_special_volumes(g, id, loaded, &mut spec)?;
+    if knobs.syscont || knobs.special_volumes {
+        // Both need lodge-mgr before the clone: the range for the ID maps, the rootfs to preload
+        // volumes from. Registered now (pid 0); updated once init exists.
+        let range = register_early(g, id, loaded, &spec)?;
+        if knobs.syscont {
+            crate::syscont::rewrite(&mut spec, range, knobs.honor_caps).map_err(|e| Error::Io {
+                what: "LODGE_SYSCONT_MODE".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
+        if knobs.special_volumes {
+            add_special_volumes(g, id, &mut spec)?;
+        }
     }
     let spec = &spec;
     // The config as the container runs it (knobs removed, volumes added): exec and delete read it.
@@ -209,29 +220,31 @@ fn create_in(
 /// `LODGE_SPECIAL_VOLUMES=TRUE`: lodge-mgr's host-backed volumes over /var/lib/docker,
 /// containerd, kubelet, ... ID-mapped through the container's mappings when it has a user
 /// namespace (the volumes keep the image's own, unshifted IDs on disk).
-fn add_special_volumes(
+/// Registers the container with lodge-mgr before the clone; its ID range.
+fn register_early(
     g: &Globals,
     id: &str,
     loaded: &spec::LoadedSpec,
-    spec: &mut oci_spec::runtime::Spec,
-) -> Result<()> {
+    spec: &oci_spec::runtime::Spec,
+) -> Result<lodge_ipc::mgr::IdRange> {
     let Some(socket) = &g.mgr_socket else {
         return Err(Error::Io {
-            what: "LODGE_SPECIAL_VOLUMES".into(),
-            source: std::io::Error::other(
-                "special volumes come from lodge-mgr: not available with --no-mgr",
-            ),
+            what: "LODGE_SYSCONT_MODE / LODGE_SPECIAL_VOLUMES".into(),
+            source: std::io::Error::other("these need lodge-mgr: not available with --no-mgr"),
         });
     };
-    // Registered now (pid 0) so the manager knows the rootfs; updated once init exists.
-    crate::mgr_client::register(
+    Ok(crate::mgr_client::register(
         socket,
         id,
         0,
         &loaded.bundle,
         &loaded.rootfs,
         crate::mgr_client::pod_key(spec),
-    )?;
+    )?)
+}
+
+fn add_special_volumes(g: &Globals, id: &str, spec: &mut oci_spec::runtime::Spec) -> Result<()> {
+    let socket = g.mgr_socket.as_ref().expect("registered early");
     let volumes = crate::mgr_client::prepare_volumes(socket, id, 0, 0)?;
     let userns = spec
         .linux()

@@ -1,0 +1,295 @@
+//! System-container mode: the rewrite that turns an OCI spec into a system container's
+//! (first part, behind `LODGE_SYSCONT_MODE=TRUE` until it becomes the default).
+//!
+//! - its own user and cgroup namespaces (and time, where the kernel has it); pid, ipc, uts, mount
+//!   and network must be private: sharing them with the host is refused;
+//! - ID mappings from lodge-mgr's exclusive range when the spec has none; given ones are checked
+//!   (contiguous from 0, at least 65536 IDs, the same for uids and gids, never host root);
+//! - root gets every capability (powerless outside its user namespace), other users none,
+//!   unless `LODGE_HONOR_CAPS=TRUE` keeps the spec's;
+//! - the rootfs is ID-mapped to the container's root (no chown of the image);
+//! - /dev/kmsg is /dev/null; an init that is systemd gets `container=private-users` and tmpfs on
+//!   /run and /run/lock.
+
+use std::path::Path;
+
+use lodge_ipc::mgr::IdRange;
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxCapabilities, LinuxIdMapping, LinuxNamespace,
+    LinuxNamespaceType, Mount, Spec,
+};
+use serde_json::Value;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SysContError {
+    #[error("system containers need their own {0} namespace: sharing the host's is refused")]
+    SharedNamespace(&'static str),
+    #[error("ID mappings of a system container: {0}")]
+    Mappings(String),
+}
+
+const PRIVATE: &[(LinuxNamespaceType, &str)] = &[
+    (LinuxNamespaceType::Pid, "pid"),
+    (LinuxNamespaceType::Ipc, "ipc"),
+    (LinuxNamespaceType::Uts, "uts"),
+    (LinuxNamespaceType::Mount, "mount"),
+    (LinuxNamespaceType::Network, "network"),
+];
+
+fn same_as_host(path: &Path, kind: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let host = format!(
+        "/proc/1/ns/{}",
+        if kind == "mount" {
+            "mnt"
+        } else if kind == "network" {
+            "net"
+        } else {
+            kind
+        }
+    );
+    match (std::fs::metadata(path), std::fs::metadata(host)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+fn check_mappings(maps: &[LinuxIdMapping], what: &str) -> Result<(u32, u32), SysContError> {
+    let mut sorted: Vec<&LinuxIdMapping> = maps.iter().collect();
+    sorted.sort_by_key(|m| m.container_id());
+    let mut next = 0u32;
+    for m in &sorted {
+        if m.container_id() != next {
+            return Err(SysContError::Mappings(format!(
+                "{what} must be contiguous from 0"
+            )));
+        }
+        if m.host_id() == 0 {
+            return Err(SysContError::Mappings(format!(
+                "{what} must never map host root (hostID 0)"
+            )));
+        }
+        next += m.size();
+    }
+    if next < 65536 {
+        return Err(SysContError::Mappings(format!(
+            "{what} cover {next} IDs; a system container needs at least 65536"
+        )));
+    }
+    Ok((sorted[0].host_id(), next))
+}
+
+/// Rewrites `spec` in place. `range` is lodge-mgr's allocation for the container.
+pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), SysContError> {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    for (kind, name) in PRIVATE {
+        match namespaces.iter().find(|n| n.typ() == *kind) {
+            None => return Err(SysContError::SharedNamespace(name)),
+            Some(n) if n.path().as_ref().is_some_and(|p| same_as_host(p, name)) => {
+                return Err(SysContError::SharedNamespace(name))
+            }
+            _ => {}
+        }
+    }
+    let mut wanted = vec![LinuxNamespaceType::User, LinuxNamespaceType::Cgroup];
+    if Path::new("/proc/self/ns/time").exists() {
+        wanted.push(LinuxNamespaceType::Time);
+    }
+    for kind in wanted {
+        if !namespaces.iter().any(|n| n.typ() == kind) {
+            let mut ns = LinuxNamespace::default();
+            ns.set_typ(kind);
+            namespaces.push(ns);
+        }
+    }
+    linux.set_namespaces(Some(namespaces));
+    let uids = linux.uid_mappings().clone().unwrap_or_default();
+    let gids = linux.gid_mappings().clone().unwrap_or_default();
+    if uids.is_empty() && gids.is_empty() {
+        let m = mapping(0, range.start, range.size);
+        linux.set_uid_mappings(Some(vec![m]));
+        linux.set_gid_mappings(Some(vec![m]));
+    } else {
+        let u = check_mappings(&uids, "uidMappings")?;
+        let g = check_mappings(&gids, "gidMappings")?;
+        if u != g {
+            return Err(SysContError::Mappings(
+                "uidMappings and gidMappings must match".into(),
+            ));
+        }
+    }
+    spec.set_linux(Some(linux));
+
+    if !honor_caps {
+        if let Some(p) = spec.process_mut() {
+            let all: Capabilities = if p.user().uid() == 0 {
+                crate::process::caps::all_names()
+                    .iter()
+                    .filter_map(|n| {
+                        serde_json::from_value::<Capability>(Value::String(n.to_string())).ok()
+                    })
+                    .collect()
+            } else {
+                Capabilities::new()
+            };
+            let mut caps = LinuxCapabilities::default();
+            caps.set_bounding(Some(all.clone()))
+                .set_effective(Some(all.clone()))
+                .set_permitted(Some(all))
+                .set_inheritable(Some(Capabilities::new()))
+                .set_ambient(Some(Capabilities::new()));
+            p.set_capabilities(Some(caps));
+        }
+    }
+
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    let has =
+        |mounts: &[Mount], dest: &str| mounts.iter().any(|m| m.destination() == Path::new(dest));
+    if !has(&mounts, "/dev/kmsg") {
+        mounts.push(bind("/dev/null", "/dev/kmsg"));
+    }
+    let systemd = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .and_then(|a| a.first())
+        .is_some_and(|a| a.ends_with("/init") || a.ends_with("systemd"));
+    if systemd {
+        for dest in ["/run", "/run/lock"] {
+            if !has(&mounts, dest) {
+                mounts.push(tmpfs(dest));
+            }
+        }
+        if let Some(p) = spec.process_mut() {
+            let mut env = p.env().clone().unwrap_or_default();
+            env.retain(|e| !e.starts_with("container="));
+            env.push("container=private-users".into());
+            p.set_env(Some(env));
+        }
+    }
+    spec.set_mounts(Some(mounts));
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(
+        crate::rootfs::idmap::ROOTFS_ANNOTATION.into(),
+        "true".into(),
+    );
+    spec.set_annotations(Some(annotations));
+    Ok(())
+}
+
+fn mapping(container: u32, host: u32, size: u32) -> LinuxIdMapping {
+    serde_json::from_value(
+        serde_json::json!({"containerID": container, "hostID": host, "size": size}),
+    )
+    .expect("a valid mapping")
+}
+
+fn bind(source: &str, dest: &str) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(dest.into());
+    m.set_typ(Some("bind".into()));
+    m.set_source(Some(source.into()));
+    m.set_options(Some(vec!["bind".into()]));
+    m
+}
+
+fn tmpfs(dest: &str) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(dest.into());
+    m.set_typ(Some("tmpfs".into()));
+    m.set_source(Some("tmpfs".into()));
+    m.set_options(Some(vec![
+        "nosuid".into(),
+        "nodev".into(),
+        "mode=755".into(),
+    ]));
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Spec {
+        serde_json::from_value(crate::ops::spec_template(false)).unwrap()
+    }
+
+    #[test]
+    fn adds_namespaces_mappings_and_caps() {
+        let mut s = base();
+        rewrite(
+            &mut s,
+            IdRange {
+                start: 165536,
+                size: 65536,
+            },
+            false,
+        )
+        .unwrap();
+        let l = s.linux().as_ref().unwrap();
+        let ns: Vec<_> = l
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        assert!(ns.contains(&LinuxNamespaceType::User) && ns.contains(&LinuxNamespaceType::Cgroup));
+        assert_eq!(l.uid_mappings().as_ref().unwrap()[0].host_id(), 165536);
+        let caps = s
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        assert!(caps.effective().as_ref().unwrap().len() > 30);
+        assert!(s
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.destination() == Path::new("/dev/kmsg")));
+    }
+
+    #[test]
+    fn refuses_host_namespaces_and_bad_mappings() {
+        let mut s = base();
+        let mut l = s.linux().clone().unwrap();
+        l.namespaces_mut()
+            .as_mut()
+            .unwrap()
+            .retain(|n| n.typ() != LinuxNamespaceType::Network);
+        s.set_linux(Some(l));
+        assert!(matches!(
+            rewrite(
+                &mut s,
+                IdRange {
+                    start: 1,
+                    size: 65536
+                },
+                false
+            ),
+            Err(SysContError::SharedNamespace("network"))
+        ));
+        let mut s = base();
+        let mut l = s.linux().clone().unwrap();
+        let m = mapping(0, 0, 65536);
+        l.set_uid_mappings(Some(vec![m]));
+        l.set_gid_mappings(Some(vec![m]));
+        s.set_linux(Some(l));
+        assert!(matches!(
+            rewrite(
+                &mut s,
+                IdRange {
+                    start: 1,
+                    size: 65536
+                },
+                false
+            ),
+            Err(SysContError::Mappings(_))
+        ));
+    }
+}
