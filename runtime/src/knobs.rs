@@ -27,6 +27,8 @@ pub struct Knobs {
     pub syscont: bool,
     /// In system-container mode, keep the spec's capabilities.
     pub honor_caps: bool,
+    /// In system-container mode, chown the rootfs instead of ID-mapping it (the fallback, forced).
+    pub chown_rootfs: bool,
 }
 
 fn boolean(name: &str, value: &str) -> Result<bool, KnobError> {
@@ -55,6 +57,7 @@ pub fn take(env: &mut Vec<String>) -> Result<Knobs, KnobError> {
             "LODGE_SPECIAL_VOLUMES" => knobs.special_volumes = boolean(&name, value)?,
             "LODGE_SYSCONT_MODE" => knobs.syscont = boolean(&name, value)?,
             "LODGE_HONOR_CAPS" => knobs.honor_caps = boolean(&name, value)?,
+            "LODGE_CHOWN_ROOTFS" => knobs.chown_rootfs = boolean(&name, value)?,
             _ => return Err(KnobError::Unknown(name)),
         }
     }

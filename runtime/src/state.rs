@@ -85,6 +85,9 @@ pub struct ContainerState {
     /// kept until the engine removes the rootfs.
     #[serde(default)]
     pub special_volumes: bool,
+    /// The rootfs was chowned by this offset (the ID-mapping fallback); shifted back at delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_shift: Option<u32>,
     /// The transient scope registered with systemd (`--systemd-cgroup` under systemd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,

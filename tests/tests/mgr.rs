@@ -693,3 +693,57 @@ fn system_container_mode_first_part() {
     assert!(err.contains("own pid namespace"), "{err}");
     rt.assert_no_residue(&id, &bundle);
 }
+
+#[test]
+fn system_container_chown_fallback_is_reverted() {
+    use std::os::unix::fs::MetadataExt;
+    let m = Mgr::new("", "", &[]);
+    let rt = lodge_tests::Runtime::new();
+    let mut bundle = lodge_tests::Bundle::new(&[
+        "sh",
+        "-c",
+        "stat -c %u /bin/busybox; touch /made-inside; stat -c %u /made-inside",
+    ]);
+    bundle.edit(|c| {
+        c["root"]["readonly"] = false.into();
+        let env = c["process"]["env"].as_array_mut().unwrap();
+        env.push("LODGE_SYSCONT_MODE=TRUE".into());
+        env.push("LODGE_CHOWN_ROOTFS=TRUE".into());
+    });
+    let sock = m.socket();
+    let sock = sock.to_str().unwrap();
+    let id = unique_id("chown");
+    rt.ok(&[
+        "--mgr-socket",
+        sock,
+        "create",
+        "--bundle",
+        bundle.path(),
+        &id,
+    ]);
+    let offset = std::fs::metadata(bundle.rootfs().join("bin/busybox"))
+        .unwrap()
+        .uid();
+    assert!(
+        offset >= 65536,
+        "shifted into the container's range on disk while it exists: {offset}"
+    );
+    rt.ok(&["--mgr-socket", sock, "start", &id]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["--mgr-socket", sock, "delete", &id]);
+    assert_eq!(
+        std::fs::metadata(bundle.rootfs().join("bin/busybox"))
+            .unwrap()
+            .uid(),
+        0,
+        "shifted back at delete"
+    );
+    assert_eq!(
+        std::fs::metadata(bundle.rootfs().join("made-inside"))
+            .unwrap()
+            .uid(),
+        0,
+        "and so is what the container wrote"
+    );
+    rt.assert_no_residue(&id, &bundle);
+}

@@ -30,8 +30,14 @@ pub fn create(g: &Globals, id: &str, opts: &CreateOptions) -> Result<i32> {
     let loaded = spec::load(&opts.bundle)?;
     let dir = StateDir::create(&g.root, id)?;
     let mut cgroup: Option<Cgroup> = None;
-    let result = create_in(g, id, opts, &loaded, &dir, &mut cgroup);
+    let mut shifted: Option<u32> = None;
+    let result = create_in(g, id, opts, &loaded, &dir, &mut cgroup, &mut shifted);
     if result.is_err() {
+        if let Some(offset) = shifted {
+            if let Err(e) = crate::rootfs::shift::shift(&loaded.rootfs, offset, true) {
+                tracing::warn!(error = %e, "shifting the rootfs back after a failed create");
+            }
+        }
         if let Some(cg) = &cgroup {
             for pid in cg.pids() {
                 let _ = nix::sys::signal::kill(
@@ -81,6 +87,7 @@ fn create_in(
     loaded: &spec::LoadedSpec,
     dir: &StateDir,
     cgroup_slot: &mut Option<Cgroup>,
+    shift_slot: &mut Option<u32>,
 ) -> Result<i32> {
     let mut spec = loaded.spec.clone();
     let mut env = spec
@@ -92,6 +99,7 @@ fn create_in(
     if let Some(p) = spec.process_mut() {
         p.set_env(Some(env));
     }
+    let mut rootfs_shift = None;
     if knobs.syscont || knobs.special_volumes {
         // Both need lodge-mgr before the clone: the range for the ID maps, the rootfs to preload
         // volumes from. Registered now (pid 0); updated once init exists.
@@ -101,6 +109,13 @@ fn create_in(
                 what: "LODGE_SYSCONT_MODE".into(),
                 source: std::io::Error::other(e.to_string()),
             })?;
+            if knobs.chown_rootfs || !crate::rootfs::idmap::can_idmap(&loaded.rootfs) {
+                let offset = root_offset(&spec);
+                // Set first: a chown that fails half-way is still shifted back.
+                *shift_slot = Some(offset);
+                chown_rootfs(&loaded.rootfs, offset, &mut spec)?;
+                rootfs_shift = Some(offset);
+            }
         }
         if knobs.special_volumes {
             add_special_volumes(g, id, &mut spec)?;
@@ -209,6 +224,7 @@ fn create_in(
         systemd_unit,
         mgr_registered: registered,
         special_volumes: knobs.special_volumes,
+        rootfs_shift,
     };
     dir.save(&state)?;
     if let Some(pid_file) = &opts.pid_file {
@@ -220,6 +236,28 @@ fn create_in(
 /// `LODGE_SPECIAL_VOLUMES=TRUE`: lodge-mgr's host-backed volumes over /var/lib/docker,
 /// containerd, kubelet, ... ID-mapped through the container's mappings when it has a user
 /// namespace (the volumes keep the image's own, unshifted IDs on disk).
+/// The host ID of the container's root (its uid mapping of 0).
+fn root_offset(spec: &oci_spec::runtime::Spec) -> u32 {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.uid_mappings().as_ref())
+        .and_then(|m| m.iter().find(|m| m.container_id() == 0))
+        .map(|m| m.host_id())
+        .unwrap_or(0)
+}
+
+/// The fallback when the rootfs cannot be ID-mapped: chown it into the container's range
+/// (reverted at delete).
+fn chown_rootfs(rootfs: &Path, offset: u32, spec: &mut oci_spec::runtime::Spec) -> Result<()> {
+    tracing::warn!(rootfs = %rootfs.display(), offset, "the rootfs is not ID-mapped here: chowning it into the container's range (reverted at delete)");
+    crate::rootfs::shift::shift(rootfs, offset, false)
+        .map_err(Error::io(format!("chown of {}", rootfs.display())))?;
+    if let Some(a) = spec.annotations_mut() {
+        a.remove(crate::rootfs::idmap::ROOTFS_ANNOTATION);
+    }
+    Ok(())
+}
+
 /// Registers the container with lodge-mgr before the clone; its ID range.
 fn register_early(
     g: &Globals,

@@ -53,6 +53,11 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
         }
     }
     cgroup.remove()?;
+    if let Some(offset) = st.rootfs_shift {
+        if let Err(e) = crate::rootfs::shift::shift(&st.rootfs, offset, true) {
+            tracing::warn!(rootfs = %st.rootfs.display(), error = %e, "shifting the rootfs back");
+        }
+    }
     let spec = dir.load_config();
     let own_mountns = spec
         .as_ref()

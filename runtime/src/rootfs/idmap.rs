@@ -218,6 +218,16 @@ pub fn idmapped_tree(source: &Path, recursive: bool, userns: &OwnedFd) -> io::Re
     Ok(tree)
 }
 
+/// Whether `path`'s filesystem can be ID-mapped here (overlayfs, for one, cannot).
+pub fn can_idmap(path: &Path) -> bool {
+    let map: LinuxIdMapping =
+        serde_json::from_value(serde_json::json!({"containerID": 0, "hostID": 100000, "size": 1}))
+            .expect("a valid mapping");
+    userns_with_maps(&[map], &[map])
+        .and_then(|ns| idmapped_tree(path, false, &ns))
+        .is_ok()
+}
+
 /// Attaches a prepared tree at `dest` (move_mount).
 pub fn attach(tree: &OwnedFd, dest: &Path) -> Result<(), RootfsError> {
     let target = sys::cstr(dest).map_err(|e| RootfsError::Io {

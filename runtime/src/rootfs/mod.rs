@@ -7,6 +7,7 @@
 pub mod idmap;
 pub mod options;
 pub mod path;
+pub mod shift;
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
