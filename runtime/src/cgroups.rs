@@ -177,21 +177,35 @@ fn own_cgroup(h: &Hierarchy) -> String {
     "/".into()
 }
 
-/// Turns a systemd-style `slice:prefix:name` into the cgroupfs path systemd would use, so
-/// `--systemd-cgroup` callers get the same tree from the cgroupfs driver.
-pub fn systemd_to_fs_path(path: &str) -> Result<String> {
+/// The (unit, slice) a systemd-style `slice:prefix:name` names (an empty slice is
+/// system.slice); None if the path does not have that shape.
+pub fn systemd_unit_and_slice(path: &str) -> Option<(String, String)> {
     let parts: Vec<&str> = path.split(':').collect();
     let [slice, prefix, name] = parts[..] else {
-        return Err(CgroupError::InvalidPath(
-            path.into(),
-            "expected slice:prefix:name",
-        ));
+        return None;
     };
     let slice = if slice.is_empty() {
         "system.slice"
     } else {
         slice
     };
+    let unit = if name.ends_with(".slice") {
+        name.to_string()
+    } else if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    Some((unit, slice.to_string()))
+}
+
+/// Turns a systemd-style `slice:prefix:name` into the cgroupfs path systemd would use, so
+/// `--systemd-cgroup` callers get the same tree from the cgroupfs driver.
+pub fn systemd_to_fs_path(path: &str) -> Result<String> {
+    let (unit, slice) = systemd_unit_and_slice(path).ok_or(CgroupError::InvalidPath(
+        path.into(),
+        "expected slice:prefix:name",
+    ))?;
     let Some(stem) = slice.strip_suffix(".slice") else {
         return Err(CgroupError::InvalidPath(
             path.into(),
@@ -215,13 +229,6 @@ pub fn systemd_to_fs_path(path: &str) -> Result<String> {
             out.push_str(&format!("/{acc}.slice"));
         }
     }
-    let unit = if name.ends_with(".slice") {
-        name.to_string()
-    } else if prefix.is_empty() {
-        format!("{name}.scope")
-    } else {
-        format!("{prefix}-{name}.scope")
-    };
     Ok(format!("{out}/{unit}"))
 }
 

@@ -18,27 +18,11 @@ pub fn booted() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
-/// The unit and slice named by a `slice:prefix:name` cgroupsPath.
+/// The unit and slice named by a `slice:prefix:name` cgroupsPath (`lodge-<id>.scope` in
+/// system.slice without one).
 pub fn unit_and_slice(cgroups_path: &str, id: &str) -> (String, String) {
-    let parts: Vec<&str> = cgroups_path.split(':').collect();
-    match parts[..] {
-        [slice, prefix, name] => {
-            let slice = if slice.is_empty() {
-                "system.slice"
-            } else {
-                slice
-            };
-            let unit = if name.ends_with(".slice") {
-                name.to_string()
-            } else if prefix.is_empty() {
-                format!("{name}.scope")
-            } else {
-                format!("{prefix}-{name}.scope")
-            };
-            (unit, slice.to_string())
-        }
-        _ => (format!("lodge-{id}.scope"), "system.slice".to_string()),
-    }
+    crate::cgroups::systemd_unit_and_slice(cgroups_path)
+        .unwrap_or_else(|| (format!("lodge-{id}.scope"), "system.slice".to_string()))
 }
 
 fn busctl(args: &[&str]) -> std::io::Result<()> {

@@ -411,25 +411,9 @@ impl ConsoleSocket {
 
     /// Accepts the runtime's connection and returns the pty master it sends.
     pub fn receive_master(&self) -> fs::File {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         let (conn, _) = self.listener.accept().unwrap();
         let mut buf = [0u8; 4096];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(
-            conn.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::empty(),
-        )
-        .unwrap();
-        for c in msg.cmsgs().unwrap() {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                // SAFETY: the fd was just received and is ours.
-                return fs::File::from(unsafe { OwnedFd::from_raw_fd(fds[0]) });
-            }
-        }
-        panic!("no fd received on the console socket");
+        fs::File::from(recv_fd(&conn, &mut buf).1)
     }
 }
 
@@ -443,6 +427,28 @@ impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// Receives one message into `buf` and the fd attached to it (SCM_RIGHTS); panics without one.
+pub fn recv_fd(conn: &std::os::unix::net::UnixStream, buf: &mut [u8]) -> (usize, OwnedFd) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .unwrap();
+    let fd = msg.cmsgs().unwrap().find_map(|c| match c {
+        ControlMessageOwned::ScmRights(f) => f.first().copied(),
+        _ => None,
+    });
+    // SAFETY: the fd was just received and is ours.
+    (msg.bytes, unsafe {
+        OwnedFd::from_raw_fd(fd.expect("an fd attached to the message"))
+    })
 }
 
 /// Reads a pty master until the slave side is closed (EIO) or `until` appears.

@@ -530,13 +530,7 @@ fn special_volumes_through_lodge_runc() {
     let sock = m.socket();
     let sock = sock.to_str().unwrap();
     let id = unique_id("sysvol");
-    let out = rt.run(&["--mgr-socket", sock, "run", "--bundle", bundle.path(), &id]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = rt.ok(&["--mgr-socket", sock, "run", "--bundle", bundle.path(), &id]);
     assert_eq!(
         stdout, "from the image\npreloaded\n0\n0\n",
         "preloaded, knob removed, ID-mapped to the container's root"
@@ -632,13 +626,7 @@ fn system_container_mode_first_part() {
     let sock = m.socket();
     let sock = sock.to_str().unwrap();
     let id = unique_id("syscont");
-    let out = rt.run(&["--mgr-socket", sock, "run", "--bundle", bundle.path(), &id]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = rt.ok(&["--mgr-socket", sock, "run", "--bundle", bundle.path(), &id]);
     let lines: Vec<&str> = stdout.lines().collect();
     let map: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(map[0], "0");

@@ -130,26 +130,11 @@ fn agent(
 ) -> std::thread::JoinHandle<serde_json::Value> {
     std::thread::spawn(move || {
         use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         use std::os::fd::AsRawFd;
         let (conn, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 65536];
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let (n, fd) = {
-            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-            let msg = recvmsg::<()>(
-                conn.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::empty(),
-            )
-            .unwrap();
-            let fd = msg.cmsgs().unwrap().find_map(|c| match c {
-                ControlMessageOwned::ScmRights(f) => Some(f[0]),
-                _ => None,
-            });
-            (msg.bytes, fd.expect("the notify fd"))
-        };
+        let (n, notify_fd) = lodge_tests::recv_fd(&conn, &mut buf);
+        let fd = notify_fd.as_raw_fd();
         let state: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
         for _ in 0..answers {
             let req = ScmpNotifReq::receive(fd).unwrap();

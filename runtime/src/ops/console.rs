@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,35 +29,19 @@ impl ForegroundConsole {
 
     /// The pty master the container's init (or exec'd process) sent.
     pub fn receive_master(&self) -> Result<File> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         let (conn, _) = self
             .listener
             .accept()
             .map_err(Error::io("console socket"))?;
         let mut buf = [0u8; 256];
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
-            conn.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| Error::io("console socket")(e.into()))?;
-        for c in msg
-            .cmsgs()
-            .map_err(|e| Error::io("console socket")(e.into()))?
+        match crate::sys::recv_fd(conn.as_raw_fd(), &mut buf)
+            .map_err(Error::io("console socket"))?
         {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                if let Some(fd) = fds.first() {
-                    // SAFETY: a received fd is ours.
-                    return Ok(File::from(unsafe { OwnedFd::from_raw_fd(*fd) }));
-                }
-            }
+            (_, Some(fd)) => Ok(File::from(fd)),
+            _ => Err(Error::io("console socket")(std::io::Error::other(
+                "no pty master received",
+            ))),
         }
-        Err(Error::io("console socket")(std::io::Error::other(
-            "no pty master received",
-        )))
     }
 }
 

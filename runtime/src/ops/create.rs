@@ -95,9 +95,14 @@ fn create_in(
         .as_ref()
         .and_then(|p| p.env().clone())
         .unwrap_or_default();
+    let env_len = env.len();
     let knobs = crate::knobs::take(&mut env)?;
-    if let Some(p) = spec.process_mut() {
-        p.set_env(Some(env));
+    // Only a spec with knobs changes: the common case keeps the config exactly as read.
+    let rewritten = env.len() != env_len;
+    if rewritten {
+        if let Some(p) = spec.process_mut() {
+            p.set_env(Some(env));
+        }
     }
     let mut rootfs_shift = None;
     if knobs.syscont || knobs.special_volumes {
@@ -123,7 +128,11 @@ fn create_in(
     }
     let spec = &spec;
     // The config as the container runs it (knobs removed, volumes added): exec and delete read it.
-    dir.save_config(&serde_json::to_vec(spec).expect("spec serializes"))?;
+    if rewritten {
+        dir.save_config(&serde_json::to_vec(spec).expect("spec serializes"))?;
+    } else {
+        dir.save_config(&loaded.raw)?;
+    }
     let plan = Plan::new(spec)?;
     let layout = Layout::detect()?;
     let cg = Cgroup::resolve(&layout, &cgroups_path(g, id, spec)?)?;

@@ -74,29 +74,8 @@ impl Channel {
 
     /// The next message and the fd attached to it, if any.
     pub fn recv_with_fd(&self) -> io::Result<(Option<Message>, Option<OwnedFd>)> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         let mut buf = vec![0u8; 64 * 1024];
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-        let (n, fd) = {
-            let mut iov = [io::IoSliceMut::new(&mut buf)];
-            let msg = recvmsg::<()>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(io::Error::from)?;
-            let mut fd = None;
-            for c in msg.cmsgs().map_err(io::Error::from)? {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    // SAFETY: received fds are ours.
-                    fd = fds
-                        .first()
-                        .map(|f| unsafe { std::os::fd::FromRawFd::from_raw_fd(*f) });
-                }
-            }
-            (msg.bytes, fd)
-        };
+        let (n, fd) = crate::sys::recv_fd(self.fd.as_raw_fd(), &mut buf)?;
         if n == 0 {
             return Ok((None, fd));
         }
