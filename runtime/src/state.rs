@@ -85,9 +85,10 @@ pub struct ContainerState {
     /// kept until the engine removes the rootfs.
     #[serde(default)]
     pub special_volumes: bool,
-    /// The rootfs was chowned by this offset (the ID-mapping fallback); shifted back at delete.
+    /// A tree chowned into the container's range (the rootfs when it cannot be ID-mapped, or the
+    /// upper layer of an ID-mapped overlay); shifted back at delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rootfs_shift: Option<u32>,
+    pub rootfs_shift: Option<ShiftedTree>,
     /// The transient scope registered with systemd (`--systemd-cgroup` under systemd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
@@ -115,6 +116,24 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const EXEC_SOCKET: &str = "exec.sock";
 
 /// An open, locked state directory. The lock is released when this is dropped.
+/// A tree whose owners were shifted into the container's range.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShiftedTree {
+    pub path: PathBuf,
+    pub offset: u32,
+    pub size: u32,
+}
+
+impl ShiftedTree {
+    pub fn shift(&self, back: bool) -> std::io::Result<()> {
+        let by = crate::rootfs::shift::Shift {
+            offset: self.offset,
+            size: self.size,
+        };
+        crate::rootfs::shift::shift(&self.path, by, back)
+    }
+}
+
 pub struct StateDir {
     pub path: PathBuf,
     pub id: String,
@@ -160,6 +179,10 @@ impl StateDir {
             id: id.to_string(),
             dir,
         })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn raw_fd(&self) -> std::os::fd::RawFd {

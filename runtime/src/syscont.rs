@@ -120,6 +120,7 @@ pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), 
             ));
         }
     }
+    clamp_ping_group_range(&mut linux);
     spec.set_linux(Some(linux));
 
     if !honor_caps {
@@ -170,13 +171,31 @@ pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), 
         }
     }
     spec.set_mounts(Some(mounts));
-    let mut annotations = spec.annotations().clone().unwrap_or_default();
-    annotations.insert(
-        crate::rootfs::idmap::ROOTFS_ANNOTATION.into(),
-        "true".into(),
-    );
-    spec.set_annotations(Some(annotations));
     Ok(())
+}
+
+/// Docker asks for `net.ipv4.ping_group_range = 0 2147483647`; in a user namespace the kernel
+/// refuses gids that are not mapped, so the range is clamped to the container's gids.
+fn clamp_ping_group_range(linux: &mut oci_spec::runtime::Linux) {
+    let mapped: u32 = linux
+        .gid_mappings()
+        .iter()
+        .flatten()
+        .filter(|m| m.container_id() == 0)
+        .map(|m| m.size())
+        .next()
+        .unwrap_or(1);
+    let Some(mut sysctl) = linux.sysctl().clone() else {
+        return;
+    };
+    if let Some(v) = sysctl.get_mut("net.ipv4.ping_group_range") {
+        let mut parts = v.split_whitespace().map(|p| p.parse::<u64>().ok());
+        if let (Some(Some(lo)), Some(Some(hi))) = (parts.next(), parts.next()) {
+            let top = u64::from(mapped) - 1;
+            *v = format!("{} {}", lo.min(top), hi.min(top));
+        }
+    }
+    linux.set_sysctl(Some(sysctl));
 }
 
 fn mapping(container: u32, host: u32, size: u32) -> LinuxIdMapping {

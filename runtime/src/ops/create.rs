@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::hooks;
 use crate::process::{self, InitArgs, Plan};
 use crate::spec;
-use crate::state::{write_atomic, ContainerState, StateDir, Status, EXEC_SOCKET};
+use crate::state::{write_atomic, ContainerState, ShiftedTree, StateDir, Status, EXEC_SOCKET};
 use crate::sys;
 
 use super::{hook_state, Globals};
@@ -30,12 +30,12 @@ pub fn create(g: &Globals, id: &str, opts: &CreateOptions) -> Result<i32> {
     let loaded = spec::load(&opts.bundle)?;
     let dir = StateDir::create(&g.root, id)?;
     let mut cgroup: Option<Cgroup> = None;
-    let mut shifted: Option<u32> = None;
+    let mut shifted: Option<ShiftedTree> = None;
     let result = create_in(g, id, opts, &loaded, &dir, &mut cgroup, &mut shifted);
     if result.is_err() {
-        if let Some(offset) = shifted {
-            if let Err(e) = crate::rootfs::shift::shift(&loaded.rootfs, offset, true) {
-                tracing::warn!(error = %e, "shifting the rootfs back after a failed create");
+        if let Some(tree) = &shifted {
+            if let Err(e) = tree.shift(true) {
+                tracing::warn!(error = %e, "shifting file owners back after a failed create");
             }
         }
         if let Some(cg) = &cgroup {
@@ -87,7 +87,7 @@ fn create_in(
     loaded: &spec::LoadedSpec,
     dir: &StateDir,
     cgroup_slot: &mut Option<Cgroup>,
-    shift_slot: &mut Option<u32>,
+    shift_slot: &mut Option<ShiftedTree>,
 ) -> Result<i32> {
     let mut spec = loaded.spec.clone();
     let mut env = spec
@@ -104,7 +104,7 @@ fn create_in(
             p.set_env(Some(env));
         }
     }
-    let mut rootfs_shift = None;
+    let mut rootfs_tree = None;
     if knobs.syscont || knobs.special_volumes {
         // Both need lodge-mgr before the clone: the range for the ID maps, the rootfs to preload
         // volumes from. Registered now (pid 0); updated once init exists.
@@ -114,13 +114,8 @@ fn create_in(
                 what: "LODGE_SYSCONT_MODE".into(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            if knobs.chown_rootfs || !crate::rootfs::idmap::can_idmap(&loaded.rootfs) {
-                let offset = root_offset(&spec);
-                // Set first: a chown that fails half-way is still shifted back.
-                *shift_slot = Some(offset);
-                chown_rootfs(&loaded.rootfs, offset, &mut spec)?;
-                rootfs_shift = Some(offset);
-            }
+            rootfs_tree =
+                syscont_rootfs(&loaded.rootfs, &spec, knobs.chown_rootfs, dir, shift_slot)?;
         }
         if knobs.special_volumes {
             add_special_volumes(g, id, &mut spec)?;
@@ -140,7 +135,8 @@ fn create_in(
     cg.create(resources)?;
     *cgroup_slot = Some(cg.clone());
 
-    let idmapped = crate::rootfs::idmap::prepare_all(spec, &loaded.bundle, &loaded.rootfs)?;
+    let idmapped =
+        crate::rootfs::idmap::prepare_all(spec, &loaded.bundle, &loaded.rootfs, rootfs_tree)?;
     let listener = listen(&dir.short_path(EXEC_SOCKET))?;
     let console = opts
         .console_socket
@@ -233,7 +229,7 @@ fn create_in(
         systemd_unit,
         mgr_registered: registered,
         special_volumes: knobs.special_volumes,
-        rootfs_shift,
+        rootfs_shift: shift_slot.clone(),
     };
     dir.save(&state)?;
     if let Some(pid_file) = &opts.pid_file {
@@ -245,26 +241,76 @@ fn create_in(
 /// `LODGE_SPECIAL_VOLUMES=TRUE`: lodge-mgr's host-backed volumes over /var/lib/docker,
 /// containerd, kubelet, ... ID-mapped through the container's mappings when it has a user
 /// namespace (the volumes keep the image's own, unshifted IDs on disk).
-/// The host ID of the container's root (its uid mapping of 0).
-fn root_offset(spec: &oci_spec::runtime::Spec) -> u32 {
-    spec.linux()
+/// How a system container's root sees its files as its own: an ID-mapped copy of the rootfs
+/// (returned, attached by init), an overlay rebuilt on ID-mapped lower layers with its upper layer
+/// shifted into the range (returned too), or — when neither works, or `forced` — a chown of the
+/// whole rootfs. Whatever is shifted is recorded in `shifted` at once, so a failure shifts it back.
+fn syscont_rootfs(
+    rootfs: &Path,
+    spec: &oci_spec::runtime::Spec,
+    forced: bool,
+    dir: &StateDir,
+    shifted: &mut Option<ShiftedTree>,
+) -> Result<Option<OwnedFd>> {
+    use crate::rootfs::{idmap, overlay};
+    let linux = spec.linux().as_ref();
+    let uid = linux
+        .and_then(|l| l.uid_mappings().clone())
+        .unwrap_or_default();
+    let gid = linux
+        .and_then(|l| l.gid_mappings().clone())
+        .unwrap_or_default();
+    let root = uid.iter().find(|m| m.container_id() == 0);
+    let tree = |path: &Path| ShiftedTree {
+        path: path.to_path_buf(),
+        offset: root.map(|m| m.host_id()).unwrap_or(0),
+        size: root.map(|m| m.size()).unwrap_or(0),
+    };
+    let reason = if forced {
+        "LODGE_CHOWN_ROOTFS=TRUE".to_string()
+    } else {
+        let userns = idmap::userns_with_maps(&uid, &gid).map_err(Error::io(
+            "a user namespace for ID-mapped mounts".to_string(),
+        ))?;
+        match idmap::idmapped_tree(rootfs, true, &userns) {
+            Ok(t) => return Ok(Some(t)),
+            Err(e) => match overlay::detect(rootfs) {
+                Some(layers) => {
+                    if let Some(upper) = &layers.upper {
+                        *shifted = Some(tree(upper));
+                        shifted
+                            .as_ref()
+                            .expect("just set")
+                            .shift(false)
+                            .map_err(Error::io(format!(
+                                "shifting the upper layer {}",
+                                upper.display()
+                            )))?;
+                    }
+                    match overlay::idmapped_overlay(&layers, &userns, dir.path()) {
+                        Ok(t) => return Ok(Some(t)),
+                        Err(e) => {
+                            if let Some(t) = shifted.take() {
+                                t.shift(true).map_err(Error::io(
+                                    "shifting the upper layer back".to_string(),
+                                ))?;
+                            }
+                            format!("overlay on ID-mapped layers: {e}")
+                        }
+                    }
+                }
+                None => e.to_string(),
+            },
+        }
+    };
+    tracing::warn!(rootfs = %rootfs.display(), reason, "the rootfs cannot be ID-mapped here: chowning it into the container's range (reverted at delete)");
+    *shifted = Some(tree(rootfs));
+    shifted
         .as_ref()
-        .and_then(|l| l.uid_mappings().as_ref())
-        .and_then(|m| m.iter().find(|m| m.container_id() == 0))
-        .map(|m| m.host_id())
-        .unwrap_or(0)
-}
-
-/// The fallback when the rootfs cannot be ID-mapped: chown it into the container's range
-/// (reverted at delete).
-fn chown_rootfs(rootfs: &Path, offset: u32, spec: &mut oci_spec::runtime::Spec) -> Result<()> {
-    tracing::warn!(rootfs = %rootfs.display(), offset, "the rootfs is not ID-mapped here: chowning it into the container's range (reverted at delete)");
-    crate::rootfs::shift::shift(rootfs, offset, false)
+        .expect("just set")
+        .shift(false)
         .map_err(Error::io(format!("chown of {}", rootfs.display())))?;
-    if let Some(a) = spec.annotations_mut() {
-        a.remove(crate::rootfs::idmap::ROOTFS_ANNOTATION);
-    }
-    Ok(())
+    Ok(None)
 }
 
 /// Registers the container with lodge-mgr before the clone; its ID range.

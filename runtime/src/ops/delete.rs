@@ -53,9 +53,9 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
         }
     }
     cgroup.remove()?;
-    if let Some(offset) = st.rootfs_shift {
-        if let Err(e) = crate::rootfs::shift::shift(&st.rootfs, offset, true) {
-            tracing::warn!(rootfs = %st.rootfs.display(), error = %e, "shifting the rootfs back");
+    if let Some(tree) = &st.rootfs_shift {
+        if let Err(e) = tree.shift(true) {
+            tracing::warn!(path = %tree.path.display(), error = %e, "shifting file owners back");
         }
     }
     let spec = dir.load_config();

@@ -24,6 +24,15 @@ pub enum Message {
     /// Init → parent, with the seccomp notify fd attached (SCM_RIGHTS): hand it to the listener.
     SeccompFd,
     SeccompFdDone,
+    /// Init (in a user namespace) → parent: open this host path, as seen in init's mount
+    /// namespace, with the runtime's credentials (init may not traverse to it: Docker's data
+    /// directories are root-only).
+    OpenPath {
+        path: String,
+    },
+    /// Parent → init: the O_PATH fd, attached; none when the open failed (init then tries the
+    /// path itself and reports the usual error).
+    Opened,
     /// Init is set up and waits for `start`.
     Ready,
     Error {

@@ -117,7 +117,20 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     // Without a mount namespace (allowed by the spec, as with runc) the mounts land in the
     // host's namespace under the rootfs: "/" is left alone, the root is entered with chroot,
     // and `delete` unmounts what was mounted.
-    let rctx = RootfsContext {
+    // In a user namespace init may be unable to reach the rootfs and bind sources by path
+    // (Docker keeps them under root-only directories): the runtime opens them for it.
+    let via_runtime = plan.userns && plan.mountns;
+    let root_handle = if via_runtime {
+        open_via_runtime(chan, args.rootfs)?
+    } else {
+        None
+    };
+    let sources = if via_runtime {
+        bind_sources_via_runtime(chan, args)?
+    } else {
+        vec![]
+    };
+    let mut rctx = RootfsContext {
         spec,
         rootfs: args.rootfs,
         bundle: args.bundle,
@@ -127,14 +140,22 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         cgroup_layout: args.cgroup_layout,
         cgroup_paths: args.cgroup_paths,
         idmapped: args.idmapped,
+        sources: &sources,
     };
+    let anchored;
+    let rootfs_path;
     if plan.mountns {
-        rootfs::prepare_root(&rctx).map_err(rootfs_err)?;
+        anchored = rootfs::prepare_root(&rctx, root_handle).map_err(rootfs_err)?;
+        if let Some(fd) = anchored {
+            // From here on the rootfs is reached through the fd of its mount.
+            rootfs_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+            rctx.rootfs = &rootfs_path;
+        }
     }
+    let rootfs_dir = rctx.rootfs;
     rootfs::mount_all(&rctx).map_err(rootfs_err)?;
     rootfs::setup_dev(&rctx).map_err(rootfs_err)?;
-    let cwd =
-        rootfs::secure_join(args.rootfs, process.cwd()).map_err(|e| Fail::from(("cwd", e)))?;
+    let cwd = rootfs::secure_join(rootfs_dir, process.cwd()).map_err(|e| Fail::from(("cwd", e)))?;
     rootfs::mkdir_all(&cwd).map_err(rootfs_err)?;
     if args.hook_point {
         ctx("sync", chan.send(&Message::HookPoint))?;
@@ -156,9 +177,9 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
             .map_err(|e| Fail(e.to_string(), 0))?;
     }
     if plan.mountns {
-        rootfs::enter_root(args.rootfs, args.no_pivot).map_err(rootfs_err)?;
+        rootfs::enter_root(rootfs_dir, args.no_pivot).map_err(rootfs_err)?;
     } else {
-        rootfs::chroot_into(args.rootfs).map_err(rootfs_err)?;
+        rootfs::chroot_into(rootfs_dir).map_err(rootfs_err)?;
     }
 
     let linux = spec.linux().as_ref().expect("validated: linux exists");
@@ -258,6 +279,44 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
 
 /// `linux.timeOffsets`: only possible between unshare(CLONE_NEWTIME) and the first process
 /// entering the namespace (the fork that follows).
+/// Asks the runtime to open `path` (see `Message::OpenPath`).
+fn open_via_runtime(chan: &Channel, path: &Path) -> Result<Option<OwnedFd>, Fail> {
+    ctx(
+        "sync",
+        chan.send(&Message::OpenPath {
+            path: path.display().to_string(),
+        }),
+    )?;
+    match ctx("sync", chan.recv_with_fd())? {
+        (Some(Message::Opened), fd) => Ok(fd),
+        (Some(Message::Error { msg, errno }), _) => Err(Fail(msg, errno)),
+        (other, _) => Err(Fail(format!("sync: expected Opened, got {other:?}"), 0)),
+    }
+}
+
+/// Handles on the sources of the spec's bind mounts (those not prepared as ID-mapped trees).
+fn bind_sources_via_runtime(
+    chan: &Channel,
+    args: &InitArgs,
+) -> Result<Vec<(usize, OwnedFd)>, Fail> {
+    let mut out = vec![];
+    for (i, m) in args.spec.mounts().iter().flatten().enumerate() {
+        if !rootfs::is_bind(m) || args.idmapped.iter().any(|(j, _)| *j == i) {
+            continue;
+        }
+        let source = m.source().clone().unwrap_or_default();
+        let source = if source.is_absolute() {
+            source
+        } else {
+            args.bundle.join(source)
+        };
+        if let Some(fd) = open_via_runtime(chan, &source)? {
+            out.push((i, fd));
+        }
+    }
+    Ok(out)
+}
+
 fn write_time_offsets(spec: &oci_spec::runtime::Spec) -> Result<(), Fail> {
     let offsets = spec
         .linux()

@@ -312,6 +312,21 @@ fn drive(
                 };
                 chan.send(&reply).map_err(ProcessError::Sync)?;
             }
+            Some(Message::OpenPath { path }) => {
+                let pid = if spawned.init_pid > 0 {
+                    spawned.init_pid
+                } else {
+                    child
+                };
+                match open_in_mount_ns(pid, Path::new(&path)) {
+                    Ok(fd) => chan.send_with_fd(&Message::Opened, fd.as_raw_fd()),
+                    Err(e) => {
+                        tracing::debug!(path, error = %e, "opening a path for init");
+                        chan.send(&Message::Opened)
+                    }
+                }
+                .map_err(ProcessError::Sync)?;
+            }
             Some(Message::Ready) => return Ok(()),
             Some(Message::Error { msg, errno }) => return Err(ProcessError::Init { msg, errno }),
             Some(other) => {
@@ -322,6 +337,22 @@ fn drive(
             None => return Err(ProcessError::InitDied),
         }
     }
+}
+
+/// An O_PATH fd for `path` in the mount namespace of `pid`, opened with our credentials: the fd
+/// names a mount of that namespace, so init may mount from it and onto it.
+fn open_in_mount_ns(pid: i32, path: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Resolved here first: an absolute symlink met under /proc/PID/root would be resolved
+    // against our own root, handing init a mount of the wrong namespace.
+    let canonical = std::fs::canonicalize(path)?;
+    let through = PathBuf::from(format!("/proc/{pid}/root"))
+        .join(canonical.strip_prefix("/").unwrap_or(&canonical));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(through)?;
+    Ok(f.into())
 }
 
 fn write_id_maps(spec: &Spec, pid: i32) -> Result<(), ProcessError> {

@@ -24,6 +24,7 @@ use crate::sys::{self, Forked};
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 /// Detached, ID-mapped trees for the spec's mounts, by index in `mounts` (`ROOTFS`: the root).
 pub type IdmappedTrees = Vec<(usize, OwnedFd)>;
@@ -74,14 +75,15 @@ pub fn prepare_all(
     spec: &Spec,
     bundle: &Path,
     rootfs: &Path,
+    rootfs_tree: Option<OwnedFd>,
 ) -> Result<IdmappedTrees, RootfsError> {
-    let mut out = vec![];
+    let mut out: IdmappedTrees = rootfs_tree.map(|t| (ROOTFS, t)).into_iter().collect();
     let annotated = spec
         .annotations()
         .as_ref()
         .and_then(|a| a.get(ROOTFS_ANNOTATION))
         .is_some_and(|v| v == "true");
-    if annotated {
+    if annotated && out.is_empty() {
         let linux = spec.linux().as_ref();
         let uid = linux
             .and_then(|l| l.uid_mappings().clone())
@@ -176,8 +178,8 @@ pub fn userns_with_maps(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> io::R
     result
 }
 
-/// A detached copy of `source` (with its submounts when `recursive`), ID-mapped through `userns`.
-pub fn idmapped_tree(source: &Path, recursive: bool, userns: &OwnedFd) -> io::Result<OwnedFd> {
+/// A detached copy of `source` (with its submounts when `recursive`).
+pub fn clone_tree(source: &Path, recursive: bool) -> io::Result<OwnedFd> {
     let path = sys::cstr(source)?;
     let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
     if recursive {
@@ -189,7 +191,12 @@ pub fn idmapped_tree(source: &Path, recursive: bool, userns: &OwnedFd) -> io::Re
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fresh fd.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A detached copy of `source` (with its submounts when `recursive`), ID-mapped through `userns`.
+pub fn idmapped_tree(source: &Path, recursive: bool, userns: &OwnedFd) -> io::Result<OwnedFd> {
+    let tree = clone_tree(source, recursive)?;
     let attr = sys::MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,
@@ -235,16 +242,37 @@ pub fn attach(tree: &OwnedFd, dest: &Path) -> Result<(), RootfsError> {
         path: dest.to_path_buf(),
         source: e,
     })?;
+    move_mount(tree, libc::AT_FDCWD, &target, 0, dest)
+}
+
+/// Attaches a prepared tree on the directory `target` is open on (`dest` names it in errors).
+pub fn attach_at(tree: &OwnedFd, target: &OwnedFd, dest: &Path) -> Result<(), RootfsError> {
+    move_mount(
+        tree,
+        target.as_raw_fd(),
+        &CString::default(),
+        MOVE_MOUNT_T_EMPTY_PATH,
+        dest,
+    )
+}
+
+fn move_mount(
+    tree: &OwnedFd,
+    dirfd: RawFd,
+    target: &CString,
+    flags: libc::c_uint,
+    dest: &Path,
+) -> Result<(), RootfsError> {
     let empty = CString::default();
-    // SAFETY: move_mount from our detached tree onto a path.
+    // SAFETY: move_mount from our detached tree onto a path or fd.
     let r = unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             tree.as_raw_fd(),
             empty.as_ptr(),
-            libc::AT_FDCWD,
+            dirfd,
             target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            MOVE_MOUNT_F_EMPTY_PATH | flags,
         )
     };
     if r < 0 {

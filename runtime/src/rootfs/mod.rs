@@ -6,6 +6,7 @@
 
 pub mod idmap;
 pub mod options;
+pub mod overlay;
 pub mod path;
 pub mod shift;
 
@@ -89,10 +90,28 @@ pub struct RootfsContext<'a> {
     pub cgroup_paths: &'a [PathBuf],
     /// ID-mapped trees prepared by the runtime, by index in `mounts`.
     pub idmapped: &'a [(usize, std::os::fd::OwnedFd)],
+    /// Bind sources opened by the runtime (O_PATH, in this mount namespace), by index in `mounts`.
+    pub sources: &'a [(usize, std::os::fd::OwnedFd)],
 }
 
-/// Sets the propagation of `/` and makes the rootfs a mount point of its own.
-pub fn prepare_root(ctx: &RootfsContext) -> Result<()> {
+/// Whether a spec mount is a bind mount.
+pub fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || MountOptions::parse(m.options().as_deref().unwrap_or_default()).is_bind()
+}
+
+fn fd_path(fd: std::os::fd::RawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{fd}"))
+}
+
+/// Sets the propagation of `/` and makes the rootfs a mount point of its own. With `handle` (the
+/// rootfs opened by the runtime) the rootfs is mounted through it, and the fd of the new mount is
+/// returned: init then reaches the rootfs as /proc/self/fd/N, whatever guards its host path.
+pub fn prepare_root(
+    ctx: &RootfsContext,
+    handle: Option<std::os::fd::OwnedFd>,
+) -> Result<Option<std::os::fd::RawFd>> {
+    use std::os::fd::{AsRawFd, IntoRawFd};
     let prop = match ctx
         .spec
         .linux()
@@ -105,16 +124,33 @@ pub fn prepare_root(ctx: &RootfsContext) -> Result<()> {
     do_mount(None, Path::new("/"), None, prop, None)?;
     // pivot_root refuses a new root whose parent mount is shared.
     make_parent_private(ctx.rootfs)?;
-    match ctx.idmapped.iter().find(|(i, _)| *i == idmap::ROOTFS) {
-        // An ID-mapped rootfs: the prepared tree goes on top of the rootfs directory.
-        Some((_, tree)) => idmap::attach(tree, ctx.rootfs),
-        None => do_mount(
-            Some(ctx.rootfs),
-            ctx.rootfs,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        ),
+    let prepared = ctx.idmapped.iter().find(|(i, _)| *i == idmap::ROOTFS);
+    let Some(handle) = handle else {
+        return match prepared {
+            // An ID-mapped rootfs: the prepared tree goes on top of the rootfs directory.
+            Some((_, tree)) => idmap::attach(tree, ctx.rootfs).map(|()| None),
+            None => do_mount(
+                Some(ctx.rootfs),
+                ctx.rootfs,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .map(|()| None),
+        };
+    };
+    let target = fd_path(handle.as_raw_fd());
+    match prepared {
+        Some((_, tree)) => {
+            idmap::attach_at(tree, &handle, ctx.rootfs)?;
+            Ok(Some(tree.as_raw_fd()))
+        }
+        None => {
+            let tree = idmap::clone_tree(&target, true).map_err(io("open_tree", ctx.rootfs))?;
+            idmap::attach_at(&tree, &handle, ctx.rootfs)?;
+            // Kept open (close-on-exec) for as long as init needs the path.
+            Ok(Some(tree.into_raw_fd()))
+        }
     }
 }
 
@@ -146,7 +182,8 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
 pub fn mount_all(ctx: &RootfsContext) -> Result<()> {
     for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
         let tree = ctx.idmapped.iter().find(|(j, _)| *j == i).map(|(_, fd)| fd);
-        mount_entry(ctx, m, tree)?;
+        let source = ctx.sources.iter().find(|(j, _)| *j == i).map(|(_, fd)| fd);
+        mount_entry(ctx, m, tree, source)?;
     }
     Ok(())
 }
@@ -155,6 +192,7 @@ fn mount_entry(
     ctx: &RootfsContext,
     m: &Mount,
     idmapped: Option<&std::os::fd::OwnedFd>,
+    opened: Option<&std::os::fd::OwnedFd>,
 ) -> Result<()> {
     if !m.destination().is_absolute() {
         return Err(RootfsError::RelativeDestination(m.destination().clone()));
@@ -164,10 +202,10 @@ fn mount_entry(
     let dest = secure_join(ctx.rootfs, m.destination()).map_err(io("resolve", m.destination()))?;
     if typ == "bind" || opts.is_bind() {
         let source = m.source().clone().unwrap_or_default();
-        let source = if source.is_absolute() {
-            source
-        } else {
-            ctx.bundle.join(source)
+        let source = match opened {
+            Some(fd) => fd_path(std::os::fd::AsRawFd::as_raw_fd(fd)),
+            None if source.is_absolute() => source,
+            None => ctx.bundle.join(source),
         };
         return bind_mount(ctx, &source, &dest, &opts, idmapped);
     }
