@@ -28,6 +28,8 @@ pub enum Error {
     #[error(transparent)]
     Knob(#[from] crate::knobs::KnobError),
     #[error(transparent)]
+    SystemContainer(#[from] crate::syscont::SysContError),
+    #[error(transparent)]
     Signal(#[from] UnknownSignal),
     #[error("{0}")]
     InvalidId(String),

@@ -17,14 +17,15 @@ pub const KNOWN: &[&str] = &[
     "LODGE_SPECIAL_VOLUMES",
     "LODGE_SYSCONT_MODE",
     "LODGE_HONOR_CAPS",
+    "LODGE_CHOWN_ROOTFS",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Knobs {
     /// Host-backed volumes from lodge-mgr over /var/lib/docker, containerd, kubelet, ...
     pub special_volumes: bool,
-    /// The system-container rewrite (`syscont.rs`); off by default for now.
-    pub syscont: bool,
+    /// The system-container rewrite (`syscont.rs`): `None` leaves it to the runtime's default.
+    pub syscont: Option<bool>,
     /// In system-container mode, keep the spec's capabilities.
     pub honor_caps: bool,
     /// In system-container mode, chown the rootfs instead of ID-mapping it (the fallback, forced).
@@ -55,7 +56,7 @@ pub fn take(env: &mut Vec<String>) -> Result<Knobs, KnobError> {
         let name = format!("LODGE_{name}");
         match name.as_str() {
             "LODGE_SPECIAL_VOLUMES" => knobs.special_volumes = boolean(&name, value)?,
-            "LODGE_SYSCONT_MODE" => knobs.syscont = boolean(&name, value)?,
+            "LODGE_SYSCONT_MODE" => knobs.syscont = Some(boolean(&name, value)?),
             "LODGE_HONOR_CAPS" => knobs.honor_caps = boolean(&name, value)?,
             "LODGE_CHOWN_ROOTFS" => knobs.chown_rootfs = boolean(&name, value)?,
             _ => return Err(KnobError::Unknown(name)),

@@ -41,6 +41,10 @@ struct Cli {
     /// Run without lodge-mgr (no registration, no managed ID ranges)
     #[arg(long, global = true)]
     no_mgr: bool,
+    /// Plain OCI containers by default (as runc runs them); a container still becomes a system
+    /// container with LODGE_SYSCONT_MODE=TRUE
+    #[arg(long, global = true)]
+    no_syscont: bool,
     /// Print the version
     #[arg(short = 'v', long)]
     version: bool,
@@ -331,6 +335,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         root: cli.root,
         systemd_cgroup: cli.systemd_cgroup,
         mgr_socket: (!cli.no_mgr).then_some(cli.mgr_socket),
+        syscont_default: !cli.no_syscont,
     };
     match command {
         Command::Create(a) => {

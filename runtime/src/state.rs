@@ -85,6 +85,9 @@ pub struct ContainerState {
     /// kept until the engine removes the rootfs.
     #[serde(default)]
     pub special_volumes: bool,
+    /// A system container whose processes get capabilities by user (root: all, others: none).
+    #[serde(default)]
+    pub system_capabilities: bool,
     /// A tree chowned into the container's range (the rootfs when it cannot be ID-mapped, or the
     /// upper layer of an ID-mapped overlay); shifted back at delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,5 +1,6 @@
-//! System-container mode: the rewrite that turns an OCI spec into a system container's
-//! (first part, behind `LODGE_SYSCONT_MODE=TRUE` until it becomes the default).
+//! System-container mode: the rewrite that turns an OCI spec into a system container's. It is
+//! the default; `LODGE_SYSCONT_MODE=FALSE` asks for a light one (user and cgroup namespaces and
+//! file ownership only), and `lodge-runc --no-syscont` makes plain OCI containers the default.
 //!
 //! - its own user and cgroup namespaces (and time, where the kernel has it); pid, ipc, uts, mount
 //!   and network must be private: sharing them with the host is refused;
@@ -7,7 +8,10 @@
 //!   (contiguous from 0, at least 65536 IDs, the same for uids and gids, never host root);
 //! - root gets every capability (powerless outside its user namespace), other users none,
 //!   unless `LODGE_HONOR_CAPS=TRUE` keeps the spec's;
-//! - the rootfs is ID-mapped to the container's root (no chown of the image);
+//! - the rootfs is ID-mapped to the container's root (no chown of the image; see ops::create);
+//!   bind mounts are ID-mapped where their filesystem allows it;
+//! - the seccomp profile, when the spec has one, also allows what system software needs
+//!   (`seccomp::SYSTEM_CONTAINER_SYSCALLS`);
 //! - /dev/kmsg is /dev/null; an init that is systemd gets `container=private-users` and tmpfs on
 //!   /run and /run/lock.
 
@@ -80,21 +84,48 @@ fn check_mappings(maps: &[LinuxIdMapping], what: &str) -> Result<(u32, u32), Sys
     Ok((sorted[0].host_id(), next))
 }
 
-/// Rewrites `spec` in place. `range` is lodge-mgr's allocation for the container.
-pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), SysContError> {
-    let mut linux = spec.linux().clone().unwrap_or_default();
-    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    for (kind, name) in PRIVATE {
-        match namespaces.iter().find(|n| n.typ() == *kind) {
-            None => return Err(SysContError::SharedNamespace(name)),
-            Some(n) if n.path().as_ref().is_some_and(|p| same_as_host(p, name)) => {
-                return Err(SysContError::SharedNamespace(name))
-            }
-            _ => {}
+/// What a container becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The full system-container rewrite.
+    System,
+    /// `LODGE_SYSCONT_MODE=FALSE`: a plain container with user and cgroup namespaces added (and
+    /// its files owned by its root, without which a user namespace is of little use).
+    Light,
+    /// `--no-syscont` with no knob: the spec as given, as runc would run it.
+    Plain,
+}
+
+impl Mode {
+    /// `default_system`: the runtime's default (false with `--no-syscont`); `knob`: the
+    /// container's `LODGE_SYSCONT_MODE`.
+    pub fn decide(default_system: bool, knob: Option<bool>) -> Mode {
+        match (knob, default_system) {
+            (Some(true), _) | (None, true) => Mode::System,
+            (Some(false), true) => Mode::Light,
+            (_, false) => Mode::Plain,
         }
     }
+}
+
+/// The light rewrite: user and cgroup namespaces, with mappings from `range` unless given.
+pub fn rewrite_light(spec: &mut Spec, range: IdRange) -> Result<(), SysContError> {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    add_user_namespace(&mut linux, range, false)?;
+    spec.set_linux(Some(linux));
+    Ok(())
+}
+
+/// Adds user and cgroup namespaces (and time, with `time`) and the ID mappings: `range` when the
+/// spec has none, the spec's own once checked.
+fn add_user_namespace(
+    linux: &mut oci_spec::runtime::Linux,
+    range: IdRange,
+    time: bool,
+) -> Result<(), SysContError> {
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     let mut wanted = vec![LinuxNamespaceType::User, LinuxNamespaceType::Cgroup];
-    if Path::new("/proc/self/ns/time").exists() {
+    if time && Path::new("/proc/self/ns/time").exists() {
         wanted.push(LinuxNamespaceType::Time);
     }
     for kind in wanted {
@@ -120,34 +151,38 @@ pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), 
             ));
         }
     }
+    Ok(())
+}
+
+/// Rewrites `spec` in place. `range` is lodge-mgr's allocation for the container.
+pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), SysContError> {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    for (kind, name) in PRIVATE {
+        match namespaces.iter().find(|n| n.typ() == *kind) {
+            None => return Err(SysContError::SharedNamespace(name)),
+            Some(n) if n.path().as_ref().is_some_and(|p| same_as_host(p, name)) => {
+                return Err(SysContError::SharedNamespace(name))
+            }
+            _ => {}
+        }
+    }
+    add_user_namespace(&mut linux, range, true)?;
     clamp_ping_group_range(&mut linux);
     spec.set_linux(Some(linux));
 
     if !honor_caps {
         if let Some(p) = spec.process_mut() {
-            let all: Capabilities = if p.user().uid() == 0 {
-                crate::process::caps::all_names()
-                    .iter()
-                    .filter_map(|n| {
-                        serde_json::from_value::<Capability>(Value::String(n.to_string())).ok()
-                    })
-                    .collect()
-            } else {
-                Capabilities::new()
-            };
-            let mut caps = LinuxCapabilities::default();
-            caps.set_bounding(Some(all.clone()))
-                .set_effective(Some(all.clone()))
-                .set_permitted(Some(all))
-                .set_inheritable(Some(Capabilities::new()))
-                .set_ambient(Some(Capabilities::new()));
-            p.set_capabilities(Some(caps));
+            system_capabilities(p);
         }
     }
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     let has =
         |mounts: &[Mount], dest: &str| mounts.iter().any(|m| m.destination() == Path::new(dest));
+    for m in mounts.iter_mut() {
+        soft_idmap(m);
+    }
     if !has(&mounts, "/dev/kmsg") {
         mounts.push(bind("/dev/null", "/dev/kmsg"));
     }
@@ -196,6 +231,46 @@ fn clamp_ping_group_range(linux: &mut oci_spec::runtime::Linux) {
         }
     }
     linux.set_sysctl(Some(sysctl));
+}
+
+/// Root gets every capability the runtime holds (it is powerless outside its user namespace),
+/// any other user none: what a VM's root and users would have. Applied to init and every exec.
+pub fn system_capabilities(p: &mut oci_spec::runtime::Process) {
+    let all: Capabilities = if p.user().uid() == 0 {
+        crate::process::caps::all_names()
+            .iter()
+            .filter_map(|n| serde_json::from_value::<Capability>(Value::String(n.to_string())).ok())
+            .collect()
+    } else {
+        Capabilities::new()
+    };
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(all.clone()))
+        .set_effective(Some(all.clone()))
+        .set_permitted(Some(all))
+        .set_inheritable(Some(Capabilities::new()))
+        .set_ambient(Some(Capabilities::new()));
+    p.set_capabilities(Some(caps));
+}
+
+/// Bind mounts are ID-mapped through the container's mappings where the filesystem allows it, so
+/// host uid N is uid N inside (a file root writes inside is root's on the host). Host devices,
+/// /proc and /sys are left as they are.
+fn soft_idmap(m: &mut Mount) {
+    let mut opts = m.options().clone().unwrap_or_default();
+    let bind =
+        m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
+    let explicit = opts.iter().any(|o| o == "idmap" || o == "ridmap")
+        || m.uid_mappings().as_ref().is_some_and(|u| !u.is_empty())
+        || m.gid_mappings().as_ref().is_some_and(|g| !g.is_empty());
+    let host_special = m
+        .source()
+        .as_ref()
+        .is_some_and(|s| ["/dev", "/proc", "/sys"].iter().any(|p| s.starts_with(p)));
+    if bind && !explicit && !host_special {
+        opts.push(crate::rootfs::options::SOFT_IDMAP.into());
+        m.set_options(Some(opts));
+    }
 }
 
 fn mapping(container: u32, host: u32, size: u32) -> LinuxIdMapping {

@@ -206,9 +206,12 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// lodge-runc with a private `--root`, so tests never see each other's containers.
+/// lodge-runc with a private `--root`, so tests never see each other's containers. `new()` runs
+/// plain OCI containers (`--no-syscont`: the runc-compatible behaviour under test);
+/// `system()` runs lodge-runc as it is by default, making system containers.
 pub struct Runtime {
     pub root: PathBuf,
+    pub system: bool,
 }
 
 impl Default for Runtime {
@@ -220,15 +223,25 @@ impl Default for Runtime {
 impl Runtime {
     pub fn new() -> Runtime {
         let root = Path::new(WORK).join("roots").join(unique_id("r"));
-        Runtime { root }
+        Runtime {
+            root,
+            system: false,
+        }
+    }
+
+    pub fn system() -> Runtime {
+        let mut rt = Runtime::new();
+        rt.system = true;
+        rt
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(runtime_bin());
-        c.arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .stdin(Stdio::null());
+        c.arg("--root").arg(&self.root);
+        if !self.system {
+            c.arg("--no-syscont");
+        }
+        c.args(args).stdin(Stdio::null());
         c
     }
 

@@ -10,6 +10,7 @@ use crate::process::{self, InitArgs, Plan};
 use crate::spec;
 use crate::state::{write_atomic, ContainerState, ShiftedTree, StateDir, Status, EXEC_SOCKET};
 use crate::sys;
+use crate::syscont::Mode;
 
 use super::{hook_state, Globals};
 
@@ -98,22 +99,25 @@ fn create_in(
     let env_len = env.len();
     let knobs = crate::knobs::take(&mut env)?;
     // Only a spec with knobs changes: the common case keeps the config exactly as read.
-    let rewritten = env.len() != env_len;
+    let rewritten =
+        env.len() != env_len || Mode::decide(g.syscont_default, knobs.syscont) != Mode::Plain;
     if rewritten {
         if let Some(p) = spec.process_mut() {
             p.set_env(Some(env));
         }
     }
     let mut rootfs_tree = None;
-    if knobs.syscont || knobs.special_volumes {
+    let mode = Mode::decide(g.syscont_default, knobs.syscont);
+    if mode != Mode::Plain || knobs.special_volumes {
         // Both need lodge-mgr before the clone: the range for the ID maps, the rootfs to preload
         // volumes from. Registered now (pid 0); updated once init exists.
-        let range = register_early(g, id, loaded, &spec)?;
-        if knobs.syscont {
-            crate::syscont::rewrite(&mut spec, range, knobs.honor_caps).map_err(|e| Error::Io {
-                what: "LODGE_SYSCONT_MODE".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let range = id_range(g, id, loaded, &spec, knobs.special_volumes)?;
+        match mode {
+            Mode::System => crate::syscont::rewrite(&mut spec, range, knobs.honor_caps)?,
+            Mode::Light => crate::syscont::rewrite_light(&mut spec, range)?,
+            Mode::Plain => {}
+        }
+        if mode != Mode::Plain {
             rootfs_tree =
                 syscont_rootfs(&loaded.rootfs, &spec, knobs.chown_rootfs, dir, shift_slot)?;
         }
@@ -230,6 +234,7 @@ fn create_in(
         mgr_registered: registered,
         special_volumes: knobs.special_volumes,
         rootfs_shift: shift_slot.clone(),
+        system_capabilities: mode == Mode::System && !knobs.honor_caps,
     };
     dir.save(&state)?;
     if let Some(pid_file) = &opts.pid_file {
@@ -313,18 +318,38 @@ fn syscont_rootfs(
     Ok(None)
 }
 
-/// Registers the container with lodge-mgr before the clone; its ID range.
-fn register_early(
+/// The container's ID range: registered with lodge-mgr before the clone (its exclusive range),
+/// or, without lodge-mgr, the spec's own mappings.
+fn id_range(
     g: &Globals,
     id: &str,
     loaded: &spec::LoadedSpec,
     spec: &oci_spec::runtime::Spec,
+    special_volumes: bool,
 ) -> Result<lodge_ipc::mgr::IdRange> {
     let Some(socket) = &g.mgr_socket else {
-        return Err(Error::Io {
-            what: "LODGE_SYSCONT_MODE / LODGE_SPECIAL_VOLUMES".into(),
-            source: std::io::Error::other("these need lodge-mgr: not available with --no-mgr"),
-        });
+        let given = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.uid_mappings().as_ref())
+            .and_then(|m| m.iter().find(|m| m.container_id() == 0));
+        return match given {
+            Some(m) if !special_volumes => Ok(lodge_ipc::mgr::IdRange {
+                start: m.host_id(),
+                size: m.size(),
+            }),
+            _ => Err(Error::Io {
+                what: if special_volumes {
+                    "LODGE_SPECIAL_VOLUMES".into()
+                } else {
+                    "a system container".into()
+                },
+                source: std::io::Error::other(
+                    "needs lodge-mgr (its ID range, its volumes), not available with --no-mgr; \
+                     give uidMappings/gidMappings, or run with --no-syscont",
+                ),
+            }),
+        };
     };
     Ok(crate::mgr_client::register(
         socket,

@@ -39,6 +39,9 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
         &running,
         "cannot exec in a container that is not running",
     )?;
+    if st.system_capabilities {
+        crate::syscont::system_capabilities(&mut process);
+    }
     let spec = dir.load_config();
     let seccomp = spec
         .as_ref()

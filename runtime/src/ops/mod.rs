@@ -40,6 +40,8 @@ pub struct Globals {
     pub systemd_cgroup: bool,
     /// lodge-mgr's socket; `None` with `--no-mgr`.
     pub mgr_socket: Option<PathBuf>,
+    /// Containers are system containers unless they say otherwise (false with `--no-syscont`).
+    pub syscont_default: bool,
 }
 
 /// The container state handed to hooks on stdin (runtime-spec "state").

@@ -36,14 +36,21 @@ pub const ROOTFS: usize = usize::MAX;
 /// mappings: a rootfs owned by host root then belongs to the container's root, without a chown.
 pub const ROOTFS_ANNOTATION: &str = "org.lodge.rootfs.idmap";
 
+struct Wanted {
+    recursive: bool,
+    /// Asked by the system-container rewrite, not the spec: skipped when it cannot be done.
+    soft: bool,
+    uid: Vec<LinuxIdMapping>,
+    gid: Vec<LinuxIdMapping>,
+}
+
 /// Whether a mount asks for an ID mapping, and its mappings (its own, or the container's).
-fn wanted<'a>(
-    m: &'a Mount,
-    spec: &'a Spec,
-) -> Option<(bool, Vec<LinuxIdMapping>, Vec<LinuxIdMapping>)> {
+fn wanted(m: &Mount, spec: &Spec) -> Option<Wanted> {
     let opts = m.options().clone().unwrap_or_default();
-    let recursive = opts.iter().any(|o| o == "ridmap");
-    let asked = recursive || opts.iter().any(|o| o == "idmap");
+    let soft = opts.iter().any(|o| o == super::options::SOFT_IDMAP);
+    let recursive =
+        opts.iter().any(|o| o == "ridmap") || (soft && opts.iter().any(|o| o == "rbind"));
+    let asked = recursive || soft || opts.iter().any(|o| o == "idmap");
     let own = (
         m.uid_mappings().clone().unwrap_or_default(),
         m.gid_mappings().clone().unwrap_or_default(),
@@ -66,7 +73,12 @@ fn wanted<'a>(
     } else {
         own.1
     };
-    Some((recursive, uid, gid))
+    Some(Wanted {
+        recursive,
+        soft,
+        uid,
+        gid,
+    })
 }
 
 /// Prepares every ID-mapped mount of `spec` (sources relative to `bundle`), and the rootfs when
@@ -105,8 +117,16 @@ pub fn prepare_all(
             .map_err(|e| fail(format!("{}: {e}", rootfs.display())))?;
         out.push((ROOTFS, tree));
     }
+    // One user namespace per distinct mapping (most often just the container's).
+    let mut namespaces: Vec<(String, OwnedFd)> = vec![];
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        let Some((recursive, uid, gid)) = wanted(m, spec) else {
+        let Some(Wanted {
+            recursive,
+            soft,
+            uid,
+            gid,
+        }) = wanted(m, spec)
+        else {
             continue;
         };
         let dest = m.destination().clone();
@@ -135,14 +155,22 @@ pub fn prepare_all(
             dest: dest.clone(),
             reason: format!("{}: {e}", source.display()),
         };
-        let userns = userns_with_maps(&uid, &gid).map_err(fail)?;
-        let tree = idmapped_tree(
-            &source,
-            recursive || opts.flags.contains(nix::mount::MsFlags::MS_REC),
-            &userns,
-        )
-        .map_err(fail)?;
-        out.push((i, tree));
+        let key = format!("{uid:?}/{gid:?}");
+        let userns = match namespaces.iter().position(|(k, _)| *k == key) {
+            Some(n) => &namespaces[n].1,
+            None => {
+                namespaces.push((key, userns_with_maps(&uid, &gid).map_err(fail)?));
+                &namespaces.last().expect("just pushed").1
+            }
+        };
+        let recursive = recursive || opts.flags.contains(nix::mount::MsFlags::MS_REC);
+        match idmapped_tree(&source, recursive, userns) {
+            Ok(tree) => out.push((i, tree)),
+            Err(e) if soft => {
+                tracing::debug!(source = %source.display(), error = %e, "bind mount not ID-mapped")
+            }
+            Err(e) => return Err(fail(e)),
+        }
     }
     Ok(out)
 }

@@ -265,8 +265,16 @@ fn bind_mount(
     opts: &MountOptions,
     idmapped: Option<&std::os::fd::OwnedFd>,
 ) -> Result<()> {
-    let md = std::fs::metadata(source).map_err(io("stat bind source", source))?;
-    if md.is_dir() {
+    // A prepared tree is stat'ed itself: its host path may be out of init's reach.
+    let is_dir = match idmapped {
+        Some(tree) => nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(tree))
+            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .map_err(|e| io("stat bind source", source)(e.into()))?,
+        None => std::fs::metadata(source)
+            .map_err(io("stat bind source", source))?
+            .is_dir(),
+    };
+    if is_dir {
         mkdir_all(dest)?;
     } else {
         create_file(dest)?;

@@ -5,6 +5,10 @@ use nix::mount::MsFlags;
 
 use crate::sys;
 
+/// Added by the system-container rewrite to bind mounts: ID-map this one when its filesystem
+/// allows it, bind it as it is otherwise.
+pub const SOFT_IDMAP: &str = "x-lodge.idmap";
+
 #[derive(Debug, Clone)]
 pub struct MountOptions {
     pub flags: MsFlags,
@@ -48,7 +52,7 @@ impl MountOptions {
                 }
             } else if opt == "tmpcopyup" {
                 o.tmpcopyup = true;
-            } else if opt == "idmap" || opt == "ridmap" {
+            } else if opt == "idmap" || opt == "ridmap" || opt == SOFT_IDMAP {
                 // Prepared by the runtime before the clone (rootfs::idmap).
             } else if opt != "defaults" && !opt.is_empty() {
                 o.data.push(opt.clone());
