@@ -63,7 +63,15 @@ fn main() {
         "create → start → wait → delete, busybox `true`, {iterations} interleaved iterations, kernel {}",
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
     );
-    for (label, bundle) in [("plain", &plain), ("userns", &userns)] {
+    // lodge-runc's flags per scenario: plain OCI containers (`--no-syscont`) against the peers'
+    // same bundle, then lodge-runc's default, a system container (user namespace, ID-mapped
+    // rootfs, cgroup namespace, the full rewrite), against the peers with a plain user namespace.
+    let scenarios: [(&str, &PathBuf, &[&str]); 3] = [
+        ("plain", &plain, &["--no-syscont"]),
+        ("userns", &userns, &["--no-syscont"]),
+        ("system container vs peers' userns", &userns, &[]),
+    ];
+    for (label, bundle, lodge_flags) in scenarios {
         let mut times: Vec<Vec<Duration>> = vec![vec![]; runtimes.len()];
         let mut broken: Vec<Option<String>> = vec![None; runtimes.len()];
         for it in 0..iterations + 2 {
@@ -72,7 +80,9 @@ fn main() {
                     continue;
                 }
                 let root = work.join(format!("root-{name}"));
-                match cycle(bin, &root, bundle, &format!("bench-{label}-{it}")) {
+                let flags: &[&str] = if k == 0 { lodge_flags } else { &[] };
+                let id = format!("bench-{}-{it}", label.split(' ').next().unwrap_or(label));
+                match cycle(bin, flags, &root, bundle, &id) {
                     // The first two rounds warm caches and are not counted.
                     Ok(d) if it >= 2 => times[k].push(d),
                     Ok(_) => {}
@@ -180,7 +190,7 @@ fn make_bundle(dir: &Path, lodge: &Path, userns: bool) -> PathBuf {
 
 /// Runs one command. stderr goes to a file, not a pipe: the container's init inherits it and
 /// would keep a pipe open after `create` returns.
-fn run(bin: &Path, root: &Path, args: &[&str]) -> Result<(), String> {
+fn run(bin: &Path, flags: &[&str], root: &Path, args: &[&str]) -> Result<(), String> {
     let err_path = root.with_extension("stderr");
     let err_file = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(bin);
@@ -188,6 +198,7 @@ fn run(bin: &Path, root: &Path, args: &[&str]) -> Result<(), String> {
         // The runtime alone: registration with lodge-mgr is measured by the manager's benchmark.
         cmd.arg("--no-mgr");
     }
+    cmd.args(flags);
     let status = cmd
         .arg("--root")
         .arg(root)
@@ -205,11 +216,18 @@ fn run(bin: &Path, root: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn cycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> Result<Duration, String> {
+fn cycle(
+    bin: &Path,
+    flags: &[&str],
+    root: &Path,
+    bundle: &Path,
+    id: &str,
+) -> Result<Duration, String> {
     let pid_file = bundle.join(format!("{id}.pid"));
     let t = Instant::now();
     run(
         bin,
+        flags,
         root,
         &[
             "create",
@@ -228,7 +246,7 @@ fn cycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> Result<Duration, S
     // SAFETY: pidfd_open returns a new fd we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    run(bin, root, &["start", id])?;
+    run(bin, flags, root, &["start", id])?;
     if let Some(pidfd) = &pidfd {
         let mut p = libc::pollfd {
             fd: std::os::fd::AsRawFd::as_raw_fd(pidfd),
@@ -238,7 +256,7 @@ fn cycle(bin: &Path, root: &Path, bundle: &Path, id: &str) -> Result<Duration, S
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, 10_000) };
     }
-    run(bin, root, &["delete", id])?;
+    run(bin, flags, root, &["delete", id])?;
     let d = t.elapsed();
     let _ = std::fs::remove_file(pid_file);
     Ok(d)
