@@ -168,6 +168,7 @@ pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), 
         }
     }
     add_user_namespace(&mut linux, range, true)?;
+    allow_system_syscalls(&mut linux);
     clamp_ping_group_range(&mut linux);
     spec.set_linux(Some(linux));
 
@@ -207,6 +208,67 @@ pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), 
     }
     spec.set_mounts(Some(mounts));
     Ok(())
+}
+
+/// What system software needs beyond Docker's default profile, which allows these only to a
+/// container given CAP_SYS_ADMIN (or not at all). Each acts on objects owned by the container's
+/// user namespace (its mount, uts, ipc, net namespaces, its keyrings) and the kernel refuses it on
+/// anything the host owns; docs/security.md says why, one by one.
+pub const SYSTEM_CONTAINER_SYSCALLS: &[&str] = &[
+    "mount",
+    "umount",
+    "umount2",
+    "pivot_root",
+    "unshare",
+    "setns",
+    "clone",
+    "clone3",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "open_tree",
+    "move_mount",
+    "mount_setattr",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "sethostname",
+    "setdomainname",
+    "chroot",
+];
+
+/// Adds an allow rule for `SYSTEM_CONTAINER_SYSCALLS` to the spec's seccomp profile (when it has
+/// one that is not allow-by-default), replacing the profile's own rules for those names (Docker's
+/// conditional clone rule, its clone3 → ENOSYS). Nothing else of the profile changes.
+fn allow_system_syscalls(linux: &mut oci_spec::runtime::Linux) {
+    let Some(seccomp) = linux.seccomp().clone() else {
+        return;
+    };
+    let Ok(mut v) = serde_json::to_value(&seccomp) else {
+        return;
+    };
+    if v["defaultAction"] == "SCMP_ACT_ALLOW" {
+        return;
+    }
+    let mut rules: Vec<Value> = v["syscalls"].as_array().cloned().unwrap_or_default();
+    for rule in rules.iter_mut() {
+        if let Some(names) = rule["names"].as_array_mut() {
+            names.retain(|n| !n.as_str().is_some_and(|n| SYSTEM_CONTAINER_SYSCALLS.contains(&n)));
+        }
+    }
+    rules.retain(|r| r["names"].as_array().is_some_and(|n| !n.is_empty()));
+    rules.push(serde_json::json!({
+        "names": SYSTEM_CONTAINER_SYSCALLS,
+        "action": "SCMP_ACT_ALLOW",
+    }));
+    v["syscalls"] = Value::Array(rules);
+    match serde_json::from_value(v) {
+        Ok(s) => {
+            linux.set_seccomp(Some(s));
+        }
+        Err(e) => tracing::warn!(error = %e, "seccomp profile left as given"),
+    }
 }
 
 /// Docker asks for `net.ipv4.ping_group_range = 0 2147483647`; in a user namespace the kernel
