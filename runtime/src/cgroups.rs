@@ -788,14 +788,84 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Pids in the container's cgroup (from the first hierarchy that can list them).
+    /// Pids in the container's cgroup and every sub-cgroup (from the first hierarchy that can
+    /// list them): a system container's processes live below it.
     pub fn pids(&self) -> Vec<i32> {
         for path in &self.paths {
-            if let Ok(s) = std::fs::read_to_string(path.join("cgroup.procs")) {
-                return s.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            let mut out = vec![];
+            if collect_pids(path, &mut out).is_ok() {
+                return out;
             }
         }
         vec![]
+    }
+
+    /// Where a delegated system container's processes run, from its delegation entry points
+    /// (`Delegation::entry`): the same on v1, `init.scope` below it on v2.
+    pub fn delegated_leaves(&self) -> Cgroup {
+        let paths = self
+            .layout
+            .hierarchies
+            .iter()
+            .zip(&self.paths)
+            .map(|(h, p)| {
+                if h.unified {
+                    p.join("init.scope")
+                } else {
+                    p.clone()
+                }
+            })
+            .collect();
+        self.with_paths(paths)
+    }
+
+    /// The same layout with other directories (a delegated sub-cgroup, one per hierarchy).
+    pub fn with_paths(&self, paths: Vec<PathBuf>) -> Cgroup {
+        Cgroup {
+            paths,
+            layout: self.layout.clone(),
+        }
+    }
+
+    /// Delegates the cgroup to the container's root (`owner`), so systemd and Docker inside can
+    /// make sub-cgroups while the limits set here stay out of reach:
+    /// - v1 hierarchies (which have no delegation model): a child, `DELEGATED_V1`, entirely the
+    ///   container's; the limits sit on its parent, which stays root's;
+    /// - the v2 hierarchy: the cgroup itself with only cgroup.procs, cgroup.threads and
+    ///   cgroup.subtree_control handed over (its limit files stay root's), and an `init.scope`
+    ///   leaf, entirely the container's, for init and every exec.
+    pub fn delegate(&self, owner: (u32, u32)) -> Result<Delegation> {
+        let mut delegation = Delegation {
+            entry: vec![],
+            v2_leaf: None,
+        };
+        for (h, path) in self.layout.hierarchies.iter().zip(&self.paths) {
+            let entry = if h.unified {
+                let leaf = path.join("init.scope");
+                make_dir(&leaf)?;
+                for f in [
+                    "",
+                    "cgroup.procs",
+                    "cgroup.threads",
+                    "cgroup.subtree_control",
+                ] {
+                    chown(&path.join(f), owner)?;
+                }
+                chown_tree(&leaf, owner)?;
+                delegation.v2_leaf = Some(leaf);
+                path.clone()
+            } else {
+                let child = path.join(DELEGATED_V1);
+                make_dir(&child)?;
+                if h.controllers.iter().any(|c| c == "cpuset") {
+                    inherit_cpuset(&child)?;
+                }
+                chown_tree(&child, owner)?;
+                child
+            };
+            delegation.entry.push(entry);
+        }
+        Ok(delegation)
     }
 
     /// Removes every directory (and sub-cgroups the container made), retrying while the last
@@ -821,6 +891,61 @@ impl Cgroup {
         }
         Ok(())
     }
+}
+
+/// The delegated child of a system container's cgroup in each v1 hierarchy.
+pub const DELEGATED_V1: &str = "delegated";
+
+/// Where a system container's processes go, per hierarchy (`Cgroup::delegate`).
+#[derive(Debug, Clone)]
+pub struct Delegation {
+    /// Where init is placed at clone: its cgroup namespace is rooted there (v1: the delegated
+    /// child; v2: the container's cgroup).
+    pub entry: Vec<PathBuf>,
+    /// The v2 leaf init moves into once its cgroup namespace exists.
+    pub v2_leaf: Option<PathBuf>,
+}
+
+fn make_dir(dir: &Path) -> Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(CgroupError::Create {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn chown(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: format!("owner {uid}:{gid}"),
+        source,
+    })
+}
+
+/// A fresh cgroup directory and its interface files (no sub-directories yet).
+fn chown_tree(dir: &Path, owner: (u32, u32)) -> Result<()> {
+    chown(dir, owner)?;
+    let entries = std::fs::read_dir(dir).map_err(|source| CgroupError::Create {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for e in entries.flatten() {
+        chown(&e.path(), owner)?;
+    }
+    Ok(())
+}
+
+fn collect_pids(dir: &Path, out: &mut Vec<i32>) -> std::io::Result<()> {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+    out.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = collect_pids(&e.path(), out);
+        }
+    }
+    Ok(())
 }
 
 /// Polls `file` until it holds `want` (a line of it, for cgroup.events), up to 10 s.

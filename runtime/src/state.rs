@@ -85,6 +85,10 @@ pub struct ContainerState {
     /// kept until the engine removes the rootfs.
     #[serde(default)]
     pub special_volumes: bool,
+    /// A system container's delegated cgroups, per hierarchy (`cgroups::Delegation::entry`):
+    /// exec joins their leaves, update applies limits to them too. Empty: not delegated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegated_cgroup_paths: Vec<PathBuf>,
     /// A system container whose processes get capabilities by user (root: all, others: none).
     #[serde(default)]
     pub system_capabilities: bool,

@@ -183,6 +183,13 @@ pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), 
         |mounts: &[Mount], dest: &str| mounts.iter().any(|m| m.destination() == Path::new(dest));
     for m in mounts.iter_mut() {
         soft_idmap(m);
+        if m.destination() == Path::new("/sys/fs/cgroup") {
+            // Writable: the container's own cgroups are delegated to its root (ops::create);
+            // file ownership, not a read-only mount, keeps its limits out of reach.
+            let mut opts = m.options().clone().unwrap_or_default();
+            opts.retain(|o| o != "ro");
+            m.set_options(Some(opts));
+        }
     }
     if !has(&mounts, "/dev/kmsg") {
         mounts.push(bind("/dev/null", "/dev/kmsg"));
@@ -254,7 +261,10 @@ fn allow_system_syscalls(linux: &mut oci_spec::runtime::Linux) {
     let mut rules: Vec<Value> = v["syscalls"].as_array().cloned().unwrap_or_default();
     for rule in rules.iter_mut() {
         if let Some(names) = rule["names"].as_array_mut() {
-            names.retain(|n| !n.as_str().is_some_and(|n| SYSTEM_CONTAINER_SYSCALLS.contains(&n)));
+            names.retain(|n| {
+                !n.as_str()
+                    .is_some_and(|n| SYSTEM_CONTAINER_SYSCALLS.contains(&n))
+            });
         }
     }
     rules.retain(|r| r["names"].as_array().is_some_and(|n| !n.is_empty()));

@@ -260,6 +260,8 @@ fn docker_runs_containers_with_lodge_runc() {
         .lines()
         .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
     if let Some(mem_path) = mem_path {
+        // A system container's processes run in the delegated child; the limit is its parent's.
+        let mem_path = mem_path.strip_suffix("/delegated").unwrap_or(&mem_path);
         let limit = std::fs::read_to_string(format!(
             "/sys/fs/cgroup/memory{mem_path}/memory.limit_in_bytes"
         ))

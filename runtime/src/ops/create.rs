@@ -138,6 +138,23 @@ fn create_in(
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     cg.create(resources)?;
     *cgroup_slot = Some(cg.clone());
+    // A system container's root gets a delegated cgroup; init enters it at clone.
+    let delegation = match mode {
+        Mode::System => Some(cg.delegate(root_owner(spec))?),
+        _ => None,
+    };
+    let entry_cg = match &delegation {
+        Some(d) => {
+            let entry = cg.with_paths(d.entry.clone());
+            // The v1 children show the container's limits too (the parent enforces them): tools
+            // inside and engines reading the process's own cgroup see what they expect.
+            if let Some(r) = resources {
+                entry.apply(r)?;
+            }
+            entry
+        }
+        None => cg.clone(),
+    };
 
     let idmapped =
         crate::rootfs::idmap::prepare_all(spec, &loaded.bundle, &loaded.rootfs, rootfs_tree)?;
@@ -172,7 +189,8 @@ fn create_in(
         state_dir_fd: dir.raw_fd(),
         preserve_fds: opts.preserve_fds,
         cgroup_layout: &layout,
-        cgroup_paths: &cg.paths,
+        cgroup_paths: &entry_cg.paths,
+        cgroup_leaf: delegation.as_ref().and_then(|d| d.v2_leaf.as_deref()),
         hook_point: !runtime_hooks.is_empty(),
         idmapped: &idmapped,
     };
@@ -180,7 +198,7 @@ fn create_in(
         let state = hook_state(id, Status::Creating, pid, &loaded.bundle, spec);
         hooks::run_all("createRuntime", &runtime_hooks, &state).map_err(|e| e.to_string())
     };
-    let spawned = process::spawn(&args, &cg, &mut on_hook_point)?;
+    let spawned = process::spawn(&args, &entry_cg, &mut on_hook_point)?;
     drop(listener);
     drop(console);
     let pid = spawned.init_pid;
@@ -229,6 +247,7 @@ fn create_in(
         created: crate::timefmt::now(),
         annotations: spec.annotations().clone().unwrap_or_default(),
         cgroup_paths: cg.paths.clone(),
+        delegated_cgroup_paths: delegation.map(|d| d.entry).unwrap_or_default(),
         started: false,
         systemd_unit,
         mgr_registered: registered,
@@ -246,6 +265,22 @@ fn create_in(
 /// `LODGE_SPECIAL_VOLUMES=TRUE`: lodge-mgr's host-backed volumes over /var/lib/docker,
 /// containerd, kubelet, ... ID-mapped through the container's mappings when it has a user
 /// namespace (the volumes keep the image's own, unshifted IDs on disk).
+/// The host uid and gid of the container's root.
+fn root_owner(spec: &oci_spec::runtime::Spec) -> (u32, u32) {
+    let linux = spec.linux().as_ref();
+    let host_of_root = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.into_iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+            .unwrap_or(0)
+    };
+    (
+        host_of_root(linux.and_then(|l| l.uid_mappings().as_ref())),
+        host_of_root(linux.and_then(|l| l.gid_mappings().as_ref())),
+    )
+}
+
 /// How a system container's root sees its files as its own: an ID-mapped copy of the rootfs
 /// (returned, attached by init), an overlay rebuilt on ID-mapped lower layers with its upper layer
 /// shifted into the range (returned too), or — when neither works, or `forced` — a chown of the

@@ -89,7 +89,12 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
         preserve_fds: opts.preserve_fds,
         error_pipe: error_w.as_raw_fd(),
     };
-    let pid = exec::spawn(&args, &Cgroup::from_paths(st.cgroup_paths.clone()))?;
+    let joined = if st.delegated_cgroup_paths.is_empty() {
+        Cgroup::from_paths(st.cgroup_paths.clone())
+    } else {
+        Cgroup::from_paths(st.delegated_cgroup_paths.clone()).delegated_leaves()
+    };
+    let pid = exec::spawn(&args, &joined)?;
     // Other commands on this container need not wait for this process.
     drop(dir);
     drop(error_w);

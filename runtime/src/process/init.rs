@@ -103,6 +103,12 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
             "unshare cgroup namespace",
             nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
         )?;
+        if let Some(leaf) = args.cgroup_leaf {
+            ctx(
+                "joining init.scope",
+                std::fs::write(leaf.join("cgroup.procs"), "0"),
+            )?;
+        }
     }
     // Every init is a session leader, as with runc.
     let _ = nix::unistd::setsid();

@@ -182,6 +182,9 @@ pub struct InitArgs<'a> {
     pub preserve_fds: i32,
     pub cgroup_layout: &'a Layout,
     pub cgroup_paths: &'a [PathBuf],
+    /// A system container's v2 leaf (init.scope): init moves there once its cgroup namespace,
+    /// rooted at the container's cgroup, exists.
+    pub cgroup_leaf: Option<&'a Path>,
     /// Whether init must stop for createRuntime/prestart hooks.
     pub hook_point: bool,
     /// ID-mapped mount trees prepared by the runtime.
