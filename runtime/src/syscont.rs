@@ -41,19 +41,19 @@ const PRIVATE: &[(LinuxNamespaceType, &str)] = &[
     (LinuxNamespaceType::Network, "network"),
 ];
 
+/// Whether `path` is the runtime's own namespace of that kind: the runtime runs in the host's
+/// namespaces (PID 1's may not even be readable, as in some VMs' inits).
 fn same_as_host(path: &Path, kind: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let host = format!(
-        "/proc/1/ns/{}",
-        if kind == "mount" {
-            "mnt"
-        } else if kind == "network" {
-            "net"
-        } else {
-            kind
+    let own = format!(
+        "/proc/self/ns/{}",
+        match kind {
+            "mount" => "mnt",
+            "network" => "net",
+            k => k,
         }
     );
-    match (std::fs::metadata(path), std::fs::metadata(host)) {
+    match (std::fs::metadata(path), std::fs::metadata(own)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
     }
@@ -245,9 +245,9 @@ pub const SYSTEM_CONTAINER_SYSCALLS: &[&str] = &[
     "chroot",
 ];
 
-/// Adds an allow rule for `SYSTEM_CONTAINER_SYSCALLS` to the spec's seccomp profile (when it has
-/// one that is not allow-by-default), replacing the profile's own rules for those names (Docker's
-/// conditional clone rule, its clone3 → ENOSYS). Nothing else of the profile changes.
+/// Allows `SYSTEM_CONTAINER_SYSCALLS` in the spec's seccomp profile: the profile's own rules for
+/// those names go (Docker's conditional clone rule, its clone3 → ENOSYS, an explicit deny), and a
+/// deny-by-default profile gets an allow rule for them. Nothing else of the profile changes.
 fn allow_system_syscalls(linux: &mut oci_spec::runtime::Linux) {
     let Some(seccomp) = linux.seccomp().clone() else {
         return;
@@ -255,9 +255,6 @@ fn allow_system_syscalls(linux: &mut oci_spec::runtime::Linux) {
     let Ok(mut v) = serde_json::to_value(&seccomp) else {
         return;
     };
-    if v["defaultAction"] == "SCMP_ACT_ALLOW" {
-        return;
-    }
     let mut rules: Vec<Value> = v["syscalls"].as_array().cloned().unwrap_or_default();
     for rule in rules.iter_mut() {
         if let Some(names) = rule["names"].as_array_mut() {
@@ -268,10 +265,12 @@ fn allow_system_syscalls(linux: &mut oci_spec::runtime::Linux) {
         }
     }
     rules.retain(|r| r["names"].as_array().is_some_and(|n| !n.is_empty()));
-    rules.push(serde_json::json!({
-        "names": SYSTEM_CONTAINER_SYSCALLS,
-        "action": "SCMP_ACT_ALLOW",
-    }));
+    if v["defaultAction"] != "SCMP_ACT_ALLOW" {
+        rules.push(serde_json::json!({
+            "names": SYSTEM_CONTAINER_SYSCALLS,
+            "action": "SCMP_ACT_ALLOW",
+        }));
+    }
     v["syscalls"] = Value::Array(rules);
     match serde_json::from_value(v) {
         Ok(s) => {
