@@ -116,7 +116,8 @@ fn with_userns(c: &mut serde_json::Value) {
 #[test]
 fn host_namespaces_and_bad_mappings_are_refused() {
     let rt = Runtime::system();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "own network namespace",
             Box::new(|c| {
