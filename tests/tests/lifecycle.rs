@@ -168,15 +168,16 @@ fn version_and_features() {
 #[test]
 fn init_never_exposes_the_host_binary() {
     for fallback in [false, true] {
-        check_binary_protection(fallback);
+        check_binary_protection(fallback, Runtime::new());
     }
+    // A system container (default mode) too: its root holds every capability in its namespace.
+    check_binary_protection(false, Runtime::system());
 }
 
-fn check_binary_protection(memfd_fallback: bool) {
+fn check_binary_protection(memfd_fallback: bool, rt: Runtime) {
     // CVE-2019-5736: a container process grabs the runtime through /proc/PID/exe (O_PATH) and
     // reopens it for writing once the runtime is gone. It must get a read-only mount (EROFS) or
     // a sealed memfd (EPERM), never the writable binary on the host's disk.
-    let rt = Runtime::new();
     let bundle = Bundle::new(&["true"]);
     let id = unique_id("cve");
     let mut create = rt.command(&["create", "--bundle", bundle.path(), &id]);
