@@ -119,6 +119,17 @@ impl Dockerd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The Debian image tests/setup.sh builds with debootstrap.
+    fn import_debian(&self, tag: &str) {
+        let tar = Path::new(WORK).join("images/debian-bookworm.tar");
+        assert!(
+            tar.exists(),
+            "{} is missing: tests/setup.sh builds it",
+            tar.display()
+        );
+        self.ok(&["import", tar.to_str().unwrap(), tag]);
+    }
+
     fn import_busybox(&self, tag: &str) {
         let mut tar = Command::new("tar")
             .arg("-C")
@@ -341,4 +352,159 @@ fn docker_runs_containers_with_lodge_runc() {
     // lodge-runc's state for the container is gone.
     let root = d.dir.join("exec/runtime-lodge-runc/moby");
     assert!(!root.join(id).exists(), "state of {id} left behind");
+}
+
+/// Docker's own checks of a system container (lodge-runc's default): root inside with the
+/// container's exclusive range, VM-like root (mounts under Docker's seccomp profile), ID-mapped
+/// volumes, a Debian image from debootstrap, the lifecycle, and the overlay upper layer
+/// shifted back when the container stops.
+#[test]
+fn docker_runs_system_containers() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Dockerd::start();
+    d.import_busybox("lodge-test/busybox:latest");
+    d.import_debian("lodge-test/debian:bookworm");
+    let run = |image: &str, script: &str| {
+        d.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime=lodge-runc",
+            image,
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+
+    for image in ["lodge-test/busybox", "lodge-test/debian:bookworm"] {
+        let out = run(
+            image,
+            "id; cat /proc/self/uid_map; stat -c %u:%g / /etc/hosts; mount -t tmpfs t /tmp && echo mounted",
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].starts_with("uid=0(root) gid=0(root)"),
+            "{image}: {out}"
+        );
+        let map: Vec<u64> = lines[1]
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!((map[0], map[2]), (0, 65536), "{image}: {out}");
+        assert!(
+            map[1] >= 65536,
+            "an exclusive range, never host root: {out}"
+        );
+        assert_eq!(lines[2], "0:0", "{image}: the rootfs is root's: {out}");
+        assert_eq!(lines[3], "0:0", "{image}: Docker's /etc/hosts too: {out}");
+        assert!(
+            out.contains("mounted"),
+            "{image}: mount under Docker's seccomp: {out}"
+        );
+    }
+    let out = run(
+        "lodge-test/debian:bookworm",
+        "dpkg-query -W -f '${Status}' coreutils; echo; apt-get --version | head -1",
+    );
+    assert!(out.starts_with("install ok installed"), "{out}");
+
+    // docker run -v: host uid N is uid N inside; root's files are root's on the host.
+    let share = Path::new(WORK).join(unique_id("dkshare"));
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("users"), "x").unwrap();
+    std::os::unix::fs::chown(share.join("users"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(&share, Some(1000), Some(1000)).unwrap();
+    let vol = format!("{}:/data", share.display());
+    let with_share = |user: &str, script: &str| {
+        d.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime=lodge-runc",
+            "-v",
+            &vol,
+            "-u",
+            user,
+            "lodge-test/busybox",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    let out = with_share("0:0", "stat -c %u /data/users; touch /data/by-root");
+    with_share("1000:1000", "touch /data/by-1000");
+    assert!(out.starts_with("1000\n"), "{out}");
+    let owner = |f: &str| {
+        let md = std::fs::metadata(share.join(f)).unwrap();
+        (md.uid(), md.gid())
+    };
+    assert_eq!(owner("by-root"), (0, 0), "{out}");
+    assert_eq!(owner("by-1000"), (1000, 1000), "{out}");
+    remove_tree(&share);
+
+    // The host's network namespace is refused, with a reason.
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--runtime=lodge-runc",
+        "lodge-test/busybox",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("own network namespace"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Lifecycle with the Debian image: run -d, exec, run -it, stop, rm; the upper layer's files
+    // are the container's range while it runs and the image's own IDs once it stops.
+    let name = unique_id("dkdeb");
+    d.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--runtime=lodge-runc",
+        "--name",
+        &name,
+        "lodge-test/debian:bookworm",
+        "sh",
+        "-c",
+        "touch /etc/made-inside; exec sleep 1000",
+    ]);
+    assert_eq!(d.ok(&["exec", &name, "id", "-un"]), "root\n");
+    let upper = d.ok(&["inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", &name]);
+    let made = Path::new(upper.trim()).join("etc/made-inside");
+    let mut running_owner = None;
+    for _ in 0..100 {
+        if let Ok(md) = std::fs::metadata(&made) {
+            running_owner = Some(md.uid());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        running_owner.is_some_and(|u| u >= 65536),
+        "{running_owner:?}"
+    );
+    let tty_out = d.with_tty(&format!("exec -it {name} bash -c 'tty; echo deb-tty-ok'"));
+    assert!(tty_out.contains("deb-tty-ok"), "docker exec -it: {tty_out}");
+    let tty_out = d.with_tty("run --rm -it --network none --runtime=lodge-runc lodge-test/debian:bookworm bash -c 'tty; echo deb-run-tty-ok'");
+    assert!(
+        tty_out.contains("deb-run-tty-ok"),
+        "docker run -it: {tty_out}"
+    );
+    d.ok(&["stop", "--time", "1", &name]);
+    assert_eq!(
+        std::fs::metadata(&made).unwrap().uid(),
+        0,
+        "shifted back at stop"
+    );
+    d.ok(&["rm", &name]);
 }
