@@ -48,15 +48,16 @@ if [ ! -x "$bundle/rootfs/bin/sh" ]; then
     done
     echo "root:x:0:0:root:/root:/bin/sh" > "$bundle/rootfs/etc/passwd"
 fi
-# runc's default config, not a terminal, with a user namespace so root inside is an
-# unprivileged user (100000) outside.
+# runc's default config, not a terminal. lodge-runc makes it a system container: its own user
+# namespace with an exclusive ID range from lodge-mgr (root inside is an unprivileged user
+# outside), its files ID-mapped to that root, a delegated cgroup.
 cat > "$bundle/config.json" <<'JSON'
 {
   "ociVersion": "1.0.2",
   "process": {
     "terminal": false,
     "user": {"uid": 0, "gid": 0},
-    "args": ["sh", "-c", "echo \"hello from $(hostname): uid $(id -u) inside, mapped as: $(tr -s ' ' < /proc/self/uid_map)\""],
+    "args": ["sh", "-c", "echo \"hello from $(hostname): uid $(id -u) inside, mapped as: $(tr -s ' ' < /proc/self/uid_map), / owned by $(stat -c %U /)\""],
     "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
     "cwd": "/",
     "capabilities": {
@@ -77,10 +78,8 @@ cat > "$bundle/config.json" <<'JSON'
     {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
   ],
   "linux": {
-    "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
-    "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
     "resources": {"devices": [{"allow": false, "access": "rwm"}], "pids": {"limit": 64}},
-    "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}, {"type": "user"}],
+    "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
     "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
     "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
   }
