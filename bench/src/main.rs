@@ -73,9 +73,15 @@ fn main() {
     ];
     for (label, bundle, lodge_flags) in scenarios {
         let mut times: Vec<Vec<Duration>> = vec![vec![]; runtimes.len()];
+        // Per phase: create, start → exit, delete.
+        let mut phases: Vec<[Vec<Duration>; 3]> = vec![Default::default(); runtimes.len()];
         let mut broken: Vec<Option<String>> = vec![None; runtimes.len()];
         for it in 0..iterations + 2 {
-            for (k, (name, bin)) in runtimes.iter().enumerate() {
+            // Each round starts with another runtime: a cgroup v1 migration waits for an RCU
+            // grace period unless one just happened, which favours whoever runs second.
+            for j in 0..runtimes.len() {
+                let k = (j + it) % runtimes.len();
+                let (name, bin) = &runtimes[k];
                 if broken[k].is_some() {
                     continue;
                 }
@@ -84,7 +90,12 @@ fn main() {
                 let id = format!("bench-{}-{it}", label.split(' ').next().unwrap_or(label));
                 match cycle(bin, flags, &root, bundle, &id) {
                     // The first two rounds warm caches and are not counted.
-                    Ok(d) if it >= 2 => times[k].push(d),
+                    Ok((d, p)) if it >= 2 => {
+                        times[k].push(d);
+                        for (i, x) in p.into_iter().enumerate() {
+                            phases[k][i].push(x);
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => broken[k] = Some(e),
                 }
@@ -96,7 +107,14 @@ fn main() {
             match (&broken[k], med[k]) {
                 (Some(e), _) => println!("  {name:<11} failed: {e}"),
                 (None, Some(m)) => {
-                    println!("  {name:<11} median {:>7.2} ms", m.as_secs_f64() * 1e3)
+                    let ms = |v: &[Duration]| median(v).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+                    println!(
+                        "  {name:<11} median {:>7.2} ms  (create {:.2}, start → exit {:.2}, delete {:.2})",
+                        m.as_secs_f64() * 1e3,
+                        ms(&phases[k][0]),
+                        ms(&phases[k][1]),
+                        ms(&phases[k][2])
+                    )
                 }
                 (None, None) => println!("  {name:<11} no samples"),
             }
@@ -222,7 +240,7 @@ fn cycle(
     root: &Path,
     bundle: &Path,
     id: &str,
-) -> Result<Duration, String> {
+) -> Result<(Duration, [Duration; 3]), String> {
     let pid_file = bundle.join(format!("{id}.pid"));
     let t = Instant::now();
     run(
@@ -238,6 +256,7 @@ fn cycle(
             id,
         ],
     )?;
+    let created = t.elapsed();
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .map_err(|e| e.to_string())?
         .trim()
@@ -256,10 +275,11 @@ fn cycle(
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, 10_000) };
     }
+    let exited = t.elapsed();
     run(bin, flags, root, &["delete", id])?;
     let d = t.elapsed();
     let _ = std::fs::remove_file(pid_file);
-    Ok(d)
+    Ok((d, [created, exited - created, d - exited]))
 }
 
 fn rss_kib(pid: u32) -> u64 {

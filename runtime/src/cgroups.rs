@@ -819,6 +819,23 @@ impl Cgroup {
         self.with_paths(paths)
     }
 
+    /// Splits the directories for placing a new process: the v1 ones, which the process joins
+    /// itself by writing "0" to their `tasks` file, and the rest (v2), where the runtime writes
+    /// its pid. Moving only itself, a process needs no global lock; a pid written to a v1
+    /// cgroup.procs takes cgroup_threadgroup_rwsem for writing, which waits for an RCU grace
+    /// period (several milliseconds) unless another writer just had it.
+    pub fn split_self_join(&self) -> (Vec<PathBuf>, Cgroup) {
+        let (mut own, mut rest) = (vec![], vec![]);
+        for (h, p) in self.layout.hierarchies.iter().zip(&self.paths) {
+            if h.unified {
+                rest.push(p.clone());
+            } else {
+                own.push(p.clone());
+            }
+        }
+        (own, self.with_paths(rest))
+    }
+
     /// The same layout with other directories (a delegated sub-cgroup, one per hierarchy).
     pub fn with_paths(&self, paths: Vec<PathBuf>) -> Cgroup {
         Cgroup {

@@ -7,6 +7,7 @@ use crate::cgroups::{self, Cgroup, Layout};
 use crate::error::{Error, Result};
 use crate::hooks;
 use crate::process::{self, InitArgs, Plan};
+use crate::rootfs::RootfsIdmap;
 use crate::spec;
 use crate::state::{write_atomic, ContainerState, ShiftedTree, StateDir, Status, EXEC_SOCKET};
 use crate::sys;
@@ -106,7 +107,7 @@ fn create_in(
             p.set_env(Some(env));
         }
     }
-    let mut rootfs_tree = None;
+    let mut rootfs_idmap = RootfsIdmap::None;
     let mode = Mode::decide(g.syscont_default, knobs.syscont);
     if mode != Mode::Plain || knobs.special_volumes {
         // Both need lodge-mgr before the clone: the range for the ID maps, the rootfs to preload
@@ -118,8 +119,7 @@ fn create_in(
             Mode::Plain => {}
         }
         if mode != Mode::Plain {
-            rootfs_tree =
-                syscont_rootfs(&loaded.rootfs, &spec, knobs.chown_rootfs, dir, shift_slot)?;
+            rootfs_idmap = syscont_rootfs(&loaded.rootfs, &spec, knobs.chown_rootfs, shift_slot)?;
         }
         if knobs.special_volumes {
             add_special_volumes(g, id, &mut spec)?;
@@ -156,8 +156,16 @@ fn create_in(
         None => cg.clone(),
     };
 
+    if rootfs_idmap == RootfsIdmap::None
+        && plan.new_userns
+        && crate::rootfs::idmap::rootfs_annotated(spec)
+    {
+        rootfs_idmap = RootfsIdmap::Bind;
+    }
+    // Init joins its v1 cgroups itself; the runtime places it in the others.
+    let (self_join, placed_by_runtime) = entry_cg.split_self_join();
     let idmapped =
-        crate::rootfs::idmap::prepare_all(spec, &loaded.bundle, &loaded.rootfs, rootfs_tree)?;
+        crate::rootfs::idmap::prepare_all(spec, &loaded.bundle, &loaded.rootfs, plan.new_userns)?;
     let listener = listen(&dir.short_path(EXEC_SOCKET))?;
     let console = opts
         .console_socket
@@ -191,14 +199,17 @@ fn create_in(
         cgroup_layout: &layout,
         cgroup_paths: &entry_cg.paths,
         cgroup_leaf: delegation.as_ref().and_then(|d| d.v2_leaf.as_deref()),
+        cgroup_self_join: &self_join,
         hook_point: !runtime_hooks.is_empty(),
         idmapped: &idmapped,
+        rootfs_idmap: &rootfs_idmap,
+        staging: dir.path(),
     };
     let mut on_hook_point = |pid: i32| {
         let state = hook_state(id, Status::Creating, pid, &loaded.bundle, spec);
         hooks::run_all("createRuntime", &runtime_hooks, &state).map_err(|e| e.to_string())
     };
-    let spawned = process::spawn(&args, &entry_cg, &mut on_hook_point)?;
+    let spawned = process::spawn(&args, &placed_by_runtime, &mut on_hook_point)?;
     drop(listener);
     drop(console);
     let pid = spawned.init_pid;
@@ -281,76 +292,57 @@ fn root_owner(spec: &oci_spec::runtime::Spec) -> (u32, u32) {
     )
 }
 
-/// How a system container's root sees its files as its own: an ID-mapped copy of the rootfs
-/// (returned, attached by init), an overlay rebuilt on ID-mapped lower layers with its upper layer
-/// shifted into the range (returned too), or — when neither works, or `forced` — a chown of the
-/// whole rootfs. Whatever is shifted is recorded in `shifted` at once, so a failure shifts it back.
+/// How a system container's root sees its files as its own: an ID-mapped copy of the rootfs,
+/// or an overlay rebuilt on ID-mapped lower layers with its upper layer shifted into the range
+/// (both made after the clone through init's user namespace), or — when neither can be, or
+/// `forced` — a chown of the whole rootfs. Whatever is shifted is recorded in `shifted` at once,
+/// so a failure shifts it back.
 fn syscont_rootfs(
     rootfs: &Path,
     spec: &oci_spec::runtime::Spec,
     forced: bool,
-    dir: &StateDir,
     shifted: &mut Option<ShiftedTree>,
-) -> Result<Option<OwnedFd>> {
+) -> Result<RootfsIdmap> {
     use crate::rootfs::{idmap, overlay};
-    let linux = spec.linux().as_ref();
-    let uid = linux
-        .and_then(|l| l.uid_mappings().clone())
-        .unwrap_or_default();
-    let gid = linux
-        .and_then(|l| l.gid_mappings().clone())
-        .unwrap_or_default();
-    let root = uid.iter().find(|m| m.container_id() == 0);
+    let root = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.uid_mappings().as_ref())
+        .and_then(|m| m.iter().find(|m| m.container_id() == 0).copied());
     let tree = |path: &Path| ShiftedTree {
         path: path.to_path_buf(),
         offset: root.map(|m| m.host_id()).unwrap_or(0),
         size: root.map(|m| m.size()).unwrap_or(0),
     };
-    let reason = if forced {
-        "LODGE_CHOWN_ROOTFS=TRUE".to_string()
-    } else {
-        let userns = idmap::userns_with_maps(&uid, &gid).map_err(Error::io(
-            "a user namespace for ID-mapped mounts".to_string(),
-        ))?;
-        match idmap::idmapped_tree(rootfs, true, &userns) {
-            Ok(t) => return Ok(Some(t)),
-            Err(e) => match overlay::detect(rootfs) {
-                Some(layers) => {
-                    if let Some(upper) = &layers.upper {
-                        *shifted = Some(tree(upper));
-                        shifted
-                            .as_ref()
-                            .expect("just set")
-                            .shift(false)
-                            .map_err(Error::io(format!(
-                                "shifting the upper layer {}",
-                                upper.display()
-                            )))?;
-                    }
-                    match overlay::idmapped_overlay(&layers, &userns, dir.path()) {
-                        Ok(t) => return Ok(Some(t)),
-                        Err(e) => {
-                            if let Some(t) = shifted.take() {
-                                t.shift(true).map_err(Error::io(
-                                    "shifting the upper layer back".to_string(),
-                                ))?;
-                            }
-                            format!("overlay on ID-mapped layers: {e}")
-                        }
-                    }
-                }
-                None => e.to_string(),
-            },
-        }
+    let mut shift = |path: &Path| -> Result<()> {
+        *shifted = Some(tree(path));
+        shifted
+            .as_ref()
+            .expect("just set")
+            .shift(false)
+            .map_err(Error::io(format!(
+                "shifting owners under {}",
+                path.display()
+            )))
     };
-    tracing::warn!(rootfs = %rootfs.display(), reason, "the rootfs cannot be ID-mapped here: chowning it into the container's range (reverted at delete)");
-    *shifted = Some(tree(rootfs));
-    shifted
-        .as_ref()
-        .expect("just set")
-        .shift(false)
-        .map_err(Error::io(format!("chown of {}", rootfs.display())))?;
-    Ok(None)
+    let reason = if forced {
+        "LODGE_CHOWN_ROOTFS=TRUE"
+    } else if let Some(layers) = overlay::detect(rootfs) {
+        if overlay::supported(&layers) {
+            if let Some(upper) = &layers.upper {
+                shift(upper)?;
+            }
+            return Ok(RootfsIdmap::Overlay(layers));
+        }
+        "an overlay whose layers cannot be ID-mapped on this kernel"
+    } else if idmap::fs_supports_idmap(rootfs) {
+        return Ok(RootfsIdmap::Bind);
+    } else {
+        "its filesystem cannot be ID-mapped on this kernel"
+    };
+    tracing::warn!(rootfs = %rootfs.display(), reason, "the rootfs is not ID-mapped: chowning it into the container's range (reverted at delete)");
+    shift(rootfs)?;
+    Ok(RootfsIdmap::None)
 }
 
 /// The container's ID range: registered with lodge-mgr before the clone (its exclusive range),

@@ -26,13 +26,19 @@ pub enum Message {
     SeccompFdDone,
     /// Init (in a user namespace) → parent: open this host path, as seen in init's mount
     /// namespace, with the runtime's credentials (init may not traverse to it: Docker's data
-    /// directories are root-only).
+    /// directories are root-only); with `idmap`, as a tree ID-mapped through init's own user
+    /// namespace.
     OpenPath {
         path: String,
+        idmap: Option<crate::rootfs::idmap::Deferred>,
     },
-    /// Parent → init: the O_PATH fd, attached; none when the open failed (init then tries the
-    /// path itself and reports the usual error).
-    Opened,
+    /// Init → parent: the rootfs, ID-mapped as planned (`rootfs::RootfsIdmap`).
+    RootfsTree,
+    /// Parent → init: the fd, attached (an ID-mapped tree when `idmapped`); none when a plain
+    /// open failed (init then tries the path itself and reports the usual error).
+    Opened {
+        idmapped: bool,
+    },
     /// Init is set up and waits for `start`.
     Ready,
     Error {

@@ -87,6 +87,14 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
             Forked::Child => {}
         }
     }
+    // Still host root (its uid is unchanged until setresuid below): joining its v1 cgroups
+    // needs no privilege over them.
+    for dir in args.cgroup_self_join {
+        ctx(
+            &format!("joining cgroup {}", dir.display()),
+            std::fs::write(dir.join("tasks"), "0"),
+        )?;
+    }
     if plan.userns {
         // Become root of the user namespace so files made during setup are owned by it.
         ctx(
@@ -127,14 +135,20 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     // (Docker keeps them under root-only directories): the runtime opens them for it.
     let via_runtime = plan.userns && plan.mountns;
     let root_handle = if via_runtime {
-        open_via_runtime(chan, args.rootfs)?
+        open_via_runtime(chan, args.rootfs, None)?.0
     } else {
         None
     };
-    let sources = if via_runtime {
+    let root_tree = if via_runtime && *args.rootfs_idmap != rootfs::RootfsIdmap::None {
+        ctx("sync", chan.send(&Message::RootfsTree))?;
+        receive_opened(chan)?.0
+    } else {
+        None
+    };
+    let (sources, late_trees) = if via_runtime {
         bind_sources_via_runtime(chan, args)?
     } else {
-        vec![]
+        (vec![], vec![])
     };
     let mut rctx = RootfsContext {
         spec,
@@ -147,11 +161,12 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         cgroup_paths: args.cgroup_paths,
         idmapped: args.idmapped,
         sources: &sources,
+        late_trees: &late_trees,
     };
     let anchored;
     let rootfs_path;
     if plan.mountns {
-        anchored = rootfs::prepare_root(&rctx, root_handle).map_err(rootfs_err)?;
+        anchored = rootfs::prepare_root(&rctx, root_handle, root_tree).map_err(rootfs_err)?;
         if let Some(fd) = anchored {
             // From here on the rootfs is reached through the fd of its mount.
             rootfs_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
@@ -285,27 +300,37 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
 
 /// `linux.timeOffsets`: only possible between unshare(CLONE_NEWTIME) and the first process
 /// entering the namespace (the fork that follows).
-/// Asks the runtime to open `path` (see `Message::OpenPath`).
-fn open_via_runtime(chan: &Channel, path: &Path) -> Result<Option<OwnedFd>, Fail> {
+/// Asks the runtime to open `path` (see `Message::OpenPath`): the fd, and whether it is an
+/// ID-mapped tree.
+fn open_via_runtime(
+    chan: &Channel,
+    path: &Path,
+    idmap: Option<rootfs::idmap::Deferred>,
+) -> Result<(Option<OwnedFd>, bool), Fail> {
     ctx(
         "sync",
         chan.send(&Message::OpenPath {
             path: path.display().to_string(),
+            idmap,
         }),
     )?;
+    receive_opened(chan)
+}
+
+fn receive_opened(chan: &Channel) -> Result<(Option<OwnedFd>, bool), Fail> {
     match ctx("sync", chan.recv_with_fd())? {
-        (Some(Message::Opened), fd) => Ok(fd),
+        (Some(Message::Opened { idmapped }), fd) => Ok((fd, idmapped)),
         (Some(Message::Error { msg, errno }), _) => Err(Fail(msg, errno)),
         (other, _) => Err(Fail(format!("sync: expected Opened, got {other:?}"), 0)),
     }
 }
 
-/// Handles on the sources of the spec's bind mounts (those not prepared as ID-mapped trees).
-fn bind_sources_via_runtime(
-    chan: &Channel,
-    args: &InitArgs,
-) -> Result<Vec<(usize, OwnedFd)>, Fail> {
-    let mut out = vec![];
+type Indexed = Vec<(usize, OwnedFd)>;
+
+/// The sources of the spec's bind mounts not prepared before the clone: plain handles, and the
+/// trees ID-mapped through this user namespace.
+fn bind_sources_via_runtime(chan: &Channel, args: &InitArgs) -> Result<(Indexed, Indexed), Fail> {
+    let (mut sources, mut trees) = (vec![], vec![]);
     for (i, m) in args.spec.mounts().iter().flatten().enumerate() {
         if !rootfs::is_bind(m) || args.idmapped.iter().any(|(j, _)| *j == i) {
             continue;
@@ -316,11 +341,14 @@ fn bind_sources_via_runtime(
         } else {
             args.bundle.join(source)
         };
-        if let Some(fd) = open_via_runtime(chan, &source)? {
-            out.push((i, fd));
+        let idmap = rootfs::idmap::deferred(m, args.spec, args.plan.new_userns);
+        match open_via_runtime(chan, &source, idmap)? {
+            (Some(fd), true) => trees.push((i, fd)),
+            (Some(fd), false) => sources.push((i, fd)),
+            (None, _) => {}
         }
     }
-    Ok(out)
+    Ok((sources, trees))
 }
 
 fn write_time_offsets(spec: &oci_spec::runtime::Spec) -> Result<(), Fail> {

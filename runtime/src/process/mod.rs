@@ -185,10 +185,16 @@ pub struct InitArgs<'a> {
     /// A system container's v2 leaf (init.scope): init moves there once its cgroup namespace,
     /// rooted at the container's cgroup, exists.
     pub cgroup_leaf: Option<&'a Path>,
+    /// Cgroups init joins itself, first thing (`Cgroup::split_self_join`).
+    pub cgroup_self_join: &'a [PathBuf],
     /// Whether init must stop for createRuntime/prestart hooks.
     pub hook_point: bool,
-    /// ID-mapped mount trees prepared by the runtime.
+    /// ID-mapped mount trees prepared by the runtime before the clone.
     pub idmapped: &'a crate::rootfs::idmap::IdmappedTrees,
+    /// How the rootfs is ID-mapped (made after the clone, on init's request).
+    pub rootfs_idmap: &'a crate::rootfs::RootfsIdmap,
+    /// A directory the overlay helper may cover in its private mount namespace.
+    pub staging: &'a Path,
 }
 
 pub struct Spawned {
@@ -267,6 +273,8 @@ fn drive(
         write_id_maps(args.spec, child)?;
     }
     chan.send(&Message::Go).map_err(ProcessError::Sync)?;
+    // Init's user namespace, opened on first need: ID-mapped mounts go through it.
+    let mut init_userns: Option<OwnedFd> = None;
     loop {
         let (msg, fd) = chan.recv_with_fd().map_err(ProcessError::Sync)?;
         match msg {
@@ -315,20 +323,44 @@ fn drive(
                 };
                 chan.send(&reply).map_err(ProcessError::Sync)?;
             }
-            Some(Message::OpenPath { path }) => {
-                let pid = if spawned.init_pid > 0 {
-                    spawned.init_pid
-                } else {
-                    child
+            Some(Message::OpenPath { path, idmap }) => {
+                let pid = init_or_child(spawned, child);
+                let reply = match idmap {
+                    Some(d) => match idmapped_for_init(&mut init_userns, pid, |ns| {
+                        crate::rootfs::idmap::idmapped_tree(Path::new(&path), d.recursive, ns)
+                    }) {
+                        Ok(tree) => Ok((true, Some(tree))),
+                        Err(e) if d.soft => {
+                            tracing::debug!(path, error = %e, "bind mount not ID-mapped");
+                            Ok((false, open_in_mount_ns(pid, Path::new(&path)).ok()))
+                        }
+                        Err(e) => Err(format!("ID-mapped mount of {path}: {e}")),
+                    },
+                    None => Ok((false, open_in_mount_ns(pid, Path::new(&path)).ok())),
                 };
-                match open_in_mount_ns(pid, Path::new(&path)) {
-                    Ok(fd) => chan.send_with_fd(&Message::Opened, fd.as_raw_fd()),
-                    Err(e) => {
-                        tracing::debug!(path, error = %e, "opening a path for init");
-                        chan.send(&Message::Opened)
+                reply_opened(chan, reply)?;
+            }
+            Some(Message::RootfsTree) => {
+                let pid = init_or_child(spawned, child);
+                let rootfs = args.rootfs;
+                let made = idmapped_for_init(&mut init_userns, pid, |ns| match args.rootfs_idmap {
+                    crate::rootfs::RootfsIdmap::Bind => {
+                        crate::rootfs::idmap::idmapped_tree(rootfs, true, ns)
                     }
-                }
-                .map_err(ProcessError::Sync)?;
+                    crate::rootfs::RootfsIdmap::Overlay(layers) => {
+                        crate::rootfs::overlay::idmapped_overlay(layers, ns, args.staging)
+                    }
+                    crate::rootfs::RootfsIdmap::None => {
+                        Err(std::io::Error::other("no ID-mapped rootfs was planned"))
+                    }
+                });
+                let reply = made.map(|t| (true, Some(t))).map_err(|e| {
+                    format!(
+                        "ID-mapping the rootfs {}: {e} (LODGE_CHOWN_ROOTFS=TRUE chowns it instead)",
+                        rootfs.display()
+                    )
+                });
+                reply_opened(chan, reply)?;
             }
             Some(Message::Ready) => return Ok(()),
             Some(Message::Error { msg, errno }) => return Err(ProcessError::Init { msg, errno }),
@@ -340,6 +372,41 @@ fn drive(
             None => return Err(ProcessError::InitDied),
         }
     }
+}
+
+fn init_or_child(spawned: &Spawned, child: i32) -> i32 {
+    if spawned.init_pid > 0 {
+        spawned.init_pid
+    } else {
+        child
+    }
+}
+
+/// Runs `make` with init's user namespace (opened once).
+fn idmapped_for_init(
+    cache: &mut Option<OwnedFd>,
+    pid: i32,
+    make: impl FnOnce(&OwnedFd) -> std::io::Result<OwnedFd>,
+) -> std::io::Result<OwnedFd> {
+    if cache.is_none() {
+        *cache = Some(File::open(format!("/proc/{pid}/ns/user"))?.into());
+    }
+    make(cache.as_ref().expect("just opened"))
+}
+
+/// Answers an open request: the fd (and whether it is an ID-mapped tree), or the failure.
+fn reply_opened(
+    chan: &Channel,
+    reply: Result<(bool, Option<OwnedFd>), String>,
+) -> Result<(), ProcessError> {
+    match reply {
+        Ok((idmapped, Some(fd))) => {
+            chan.send_with_fd(&Message::Opened { idmapped }, fd.as_raw_fd())
+        }
+        Ok((idmapped, None)) => chan.send(&Message::Opened { idmapped }),
+        Err(msg) => chan.send(&Message::Error { msg, errno: 0 }),
+    }
+    .map_err(ProcessError::Sync)
 }
 
 /// An O_PATH fd for `path` in the mount namespace of `pid`, opened with our credentials: the fd

@@ -81,21 +81,61 @@ fn wanted(m: &Mount, spec: &Spec) -> Option<Wanted> {
     })
 }
 
-/// Prepares every ID-mapped mount of `spec` (sources relative to `bundle`), and the rootfs when
-/// the annotation asks for it.
+/// How init's request for an ID-mapped mount reads: made after the clone by the runtime through
+/// init's own user namespace (no extra namespace to create, the common case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Deferred {
+    pub recursive: bool,
+    /// Bind the source as it is when its filesystem cannot be ID-mapped.
+    pub soft: bool,
+}
+
+fn container_maps(spec: &Spec) -> (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>) {
+    let linux = spec.linux().as_ref();
+    (
+        linux
+            .and_then(|l| l.uid_mappings().clone())
+            .unwrap_or_default(),
+        linux
+            .and_then(|l| l.gid_mappings().clone())
+            .unwrap_or_default(),
+    )
+}
+
+/// Whether mount `m` is ID-mapped through the container's own mappings in a user namespace the
+/// container creates: then it is made after the clone, on init's request.
+pub fn deferred(m: &Mount, spec: &Spec, new_userns: bool) -> Option<Deferred> {
+    let w = wanted(m, spec)?;
+    let (uid, gid) = container_maps(spec);
+    if !new_userns || uid.is_empty() || w.uid != uid || w.gid != gid {
+        return None;
+    }
+    let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
+    Some(Deferred {
+        recursive: w.recursive || opts.flags.contains(nix::mount::MsFlags::MS_REC),
+        soft: w.soft,
+    })
+}
+
+/// Whether the annotation asks for an ID-mapped rootfs.
+pub fn rootfs_annotated(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(ROOTFS_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
+/// Prepares, before the clone, the ID-mapped mounts that cannot wait for init's user namespace
+/// (their own mappings, or no new user namespace), and the rootfs when the annotation asks for
+/// it without one. The rest is `deferred`.
 pub fn prepare_all(
     spec: &Spec,
     bundle: &Path,
     rootfs: &Path,
-    rootfs_tree: Option<OwnedFd>,
+    new_userns: bool,
 ) -> Result<IdmappedTrees, RootfsError> {
-    let mut out: IdmappedTrees = rootfs_tree.map(|t| (ROOTFS, t)).into_iter().collect();
-    let annotated = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(ROOTFS_ANNOTATION))
-        .is_some_and(|v| v == "true");
-    if annotated && out.is_empty() {
+    let mut out: IdmappedTrees = vec![];
+    if rootfs_annotated(spec) && !new_userns {
         let linux = spec.linux().as_ref();
         let uid = linux
             .and_then(|l| l.uid_mappings().clone())
@@ -129,6 +169,7 @@ pub fn prepare_all(
         else {
             continue;
         };
+        let deferred = deferred(m, spec, new_userns).is_some();
         let dest = m.destination().clone();
         let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
         if !(m.typ().as_deref() == Some("bind") || opts.is_bind()) {
@@ -144,6 +185,9 @@ pub fn prepare_all(
                     "idmap needs uidMappings and gidMappings (the mount's, or a user namespace's)"
                         .into(),
             });
+        }
+        if deferred {
+            continue;
         }
         let source = m.source().clone().unwrap_or_default();
         let source = if source.is_absolute() {
@@ -253,14 +297,33 @@ pub fn idmapped_tree(source: &Path, recursive: bool, userns: &OwnedFd) -> io::Re
     Ok(tree)
 }
 
-/// Whether `path`'s filesystem can be ID-mapped here (overlayfs, for one, cannot).
-pub fn can_idmap(path: &Path) -> bool {
-    let map: LinuxIdMapping =
-        serde_json::from_value(serde_json::json!({"containerID": 0, "hostID": 100000, "size": 1}))
-            .expect("a valid mapping");
-    userns_with_maps(&[map], &[map])
-        .and_then(|ns| idmapped_tree(path, false, &ns))
-        .is_ok()
+/// Whether `path`'s filesystem supports ID-mapped mounts on this kernel, judged from its type
+/// (no namespace to create, unlike trying). A wrong "yes" surfaces when the mount is made.
+pub fn fs_supports_idmap(path: &Path) -> bool {
+    let Ok(st) = nix::sys::statfs::statfs(path) else {
+        return false;
+    };
+    let needs = match st.filesystem_type().0 as u64 {
+        0xEF53 => (5, 12),      // ext2/3/4
+        0x5846_5342 => (5, 12), // xfs
+        0x4d44 => (5, 12),      // fat
+        0x9123_683E => (5, 15), // btrfs
+        0xF2F5_2010 => (5, 18), // f2fs
+        0x0102_1994 => (6, 3),  // tmpfs
+        0xE0F5_E1E2 => (5, 17), // erofs
+        _ => return false,
+    };
+    kernel_version() >= needs
+}
+
+/// The running kernel's (major, minor).
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
 /// Attaches a prepared tree at `dest` (move_mount).

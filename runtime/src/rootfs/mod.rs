@@ -92,6 +92,19 @@ pub struct RootfsContext<'a> {
     pub idmapped: &'a [(usize, std::os::fd::OwnedFd)],
     /// Bind sources opened by the runtime (O_PATH, in this mount namespace), by index in `mounts`.
     pub sources: &'a [(usize, std::os::fd::OwnedFd)],
+    /// ID-mapped trees the runtime made after the clone, by index in `mounts`.
+    pub late_trees: &'a [(usize, std::os::fd::OwnedFd)],
+}
+
+/// How the rootfs is ID-mapped: decided before the clone, made after it by the runtime through
+/// init's own user namespace, handed to init on request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RootfsIdmap {
+    None,
+    /// An ID-mapped copy of the rootfs directory.
+    Bind,
+    /// A new overlay on ID-mapped lower layers (`overlay.rs`).
+    Overlay(overlay::Layers),
 }
 
 /// Whether a spec mount is a bind mount.
@@ -110,6 +123,7 @@ fn fd_path(fd: std::os::fd::RawFd) -> PathBuf {
 pub fn prepare_root(
     ctx: &RootfsContext,
     handle: Option<std::os::fd::OwnedFd>,
+    late_tree: Option<std::os::fd::OwnedFd>,
 ) -> Result<Option<std::os::fd::RawFd>> {
     use std::os::fd::{AsRawFd, IntoRawFd};
     let prop = match ctx
@@ -140,12 +154,17 @@ pub fn prepare_root(
         };
     };
     let target = fd_path(handle.as_raw_fd());
-    match prepared {
-        Some((_, tree)) => {
+    match (prepared, late_tree) {
+        (Some((_, tree)), _) => {
             idmap::attach_at(tree, &handle, ctx.rootfs)?;
             Ok(Some(tree.as_raw_fd()))
         }
-        None => {
+        (None, Some(tree)) => {
+            idmap::attach_at(&tree, &handle, ctx.rootfs)?;
+            // Kept open (close-on-exec) for as long as init needs the path.
+            Ok(Some(tree.into_raw_fd()))
+        }
+        (None, None) => {
             let tree = idmap::clone_tree(&target, true).map_err(io("open_tree", ctx.rootfs))?;
             idmap::attach_at(&tree, &handle, ctx.rootfs)?;
             // Kept open (close-on-exec) for as long as init needs the path.
@@ -181,7 +200,12 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
 /// Mounts every entry of the spec's `mounts`, in order.
 pub fn mount_all(ctx: &RootfsContext) -> Result<()> {
     for (i, m) in ctx.spec.mounts().iter().flatten().enumerate() {
-        let tree = ctx.idmapped.iter().find(|(j, _)| *j == i).map(|(_, fd)| fd);
+        let tree = ctx
+            .idmapped
+            .iter()
+            .chain(ctx.late_trees)
+            .find(|(j, _)| *j == i)
+            .map(|(_, fd)| fd);
         let source = ctx.sources.iter().find(|(j, _)| *j == i).map(|(_, fd)| fd);
         mount_entry(ctx, m, tree, source)?;
     }

@@ -92,6 +92,16 @@ fn parse_options(super_options: &str) -> Option<Layers> {
     (!layers.lower.is_empty()).then_some(layers)
 }
 
+/// Whether this kernel can mount an overlay on ID-mapped copies of these layers (≥ 5.19, and
+/// layers on a filesystem that can be ID-mapped).
+pub fn supported(layers: &Layers) -> bool {
+    super::idmap::kernel_version() >= (5, 19)
+        && layers
+            .lower
+            .iter()
+            .all(|l| super::idmap::fs_supports_idmap(l))
+}
+
 /// mountinfo escapes space, tab, newline, backslash (and commas in options) as octal.
 fn unescape(s: &str) -> String {
     let b = s.as_bytes();
