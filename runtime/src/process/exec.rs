@@ -61,10 +61,12 @@ pub struct ExecArgs<'a> {
 /// reported through `error_pipe`).
 pub fn spawn(args: &ExecArgs, cgroup: &Cgroup) -> Result<i32, ProcessError> {
     let (parent_end, child_end) = Channel::pair().map_err(ProcessError::Sync)?;
+    // The process joins its v1 cgroups itself (no global lock, see Cgroup::split_self_join).
+    let (self_join, placed_by_runtime) = cgroup.split_self_join();
     let child = match sys::fork_with_flags(0).map_err(ProcessError::Clone)? {
         Forked::Child => {
             drop(parent_end);
-            let code = match enter(args, &child_end) {
+            let code = match enter(args, &self_join, &child_end) {
                 Ok(never) => match never {},
                 Err(Fail(msg, errno)) => {
                     let _ = child_end.send(&Message::Error { msg, errno });
@@ -79,7 +81,7 @@ pub fn spawn(args: &ExecArgs, cgroup: &Cgroup) -> Result<i32, ProcessError> {
     drop(child_end);
     let result = (|| {
         // The intermediate process joins the cgroups first; the final process inherits them.
-        cgroup.add_pid(child)?;
+        placed_by_runtime.add_pid(child)?;
         parent_end.send(&Message::Go).map_err(ProcessError::Sync)?;
         let pid = match parent_end.recv().map_err(ProcessError::Sync)? {
             Some(Message::InitPid { pid }) => pid,
@@ -115,8 +117,14 @@ pub fn spawn(args: &ExecArgs, cgroup: &Cgroup) -> Result<i32, ProcessError> {
 
 enum Never {}
 
-fn enter(args: &ExecArgs, chan: &Channel) -> Result<Never, Fail> {
+fn enter(args: &ExecArgs, self_join: &[std::path::PathBuf], chan: &Channel) -> Result<Never, Fail> {
     ctx("waiting for the runtime", chan.expect(Message::Go))?;
+    for dir in self_join {
+        ctx(
+            &format!("joining cgroup {}", dir.display()),
+            std::fs::write(dir.join("tasks"), "0"),
+        )?;
+    }
     let mut in_userns = false;
     for (flag, fd) in args.namespaces {
         ctx("setns", nix::sched::setns(fd, *flag))?;
