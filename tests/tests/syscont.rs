@@ -397,3 +397,51 @@ fn bind_mounts_are_id_mapped() {
     );
     remove_tree(&host);
 }
+
+#[test]
+fn pure_cgroup_v2_delegation() {
+    // This host may be a v1 hybrid: a private mount namespace with only cgroup2 at
+    // /sys/fs/cgroup gives lodge-runc a pure v2 layout (the hierarchy is the host's own).
+    let rt = Runtime::system();
+    let b = writable(&[
+        "sh",
+        "-c",
+        "grep ^0:: /proc/self/cgroup; mkdir /sys/fs/cgroup/inner && echo made; \
+         echo 0 > /sys/fs/cgroup/inner/cgroup.procs && echo moved; grep ^0:: /proc/self/cgroup; \
+         echo 1 > /sys/fs/cgroup/cgroup.max.descendants 2>/dev/null || echo limit-refused",
+    ]);
+    let id = unique_id("v2");
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec \"$0\" \"$@\"")
+        .arg(lodge_tests::runtime_bin())
+        .arg("--root")
+        .arg(&rt.root)
+        .args(["run", "--bundle", b.path(), &id])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "0::/init.scope", "{stdout}");
+    assert_eq!(
+        &lines[1..5],
+        ["made", "moved", "0::/inner", "limit-refused"],
+        "{stdout}"
+    );
+    let (_, v2_root) = lodge_tests::hierarchies()
+        .into_iter()
+        .find(|(_, c)| c.is_empty())
+        .map(|(mp, c)| (c, mp))
+        .expect("a cgroup2 hierarchy");
+    assert!(
+        !v2_root.join("lodge").join(&id).exists(),
+        "cgroup left behind"
+    );
+    rt.assert_no_residue(&id, &b);
+}
