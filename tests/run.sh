@@ -12,6 +12,7 @@ echo "== build (release)"
 cargo build --release --workspace --bins
 export LODGE_RUNC="$PWD/target/release/lodge-runc"
 export LODGE_MGR="$PWD/target/release/lodge-mgr"
+export LODGE_FS="$PWD/target/release/lodge-fs"
 echo "== unit tests"
 cargo test --workspace --exclude lodge-tests
 # lodge-runc registers every container with lodge-mgr: serve one for the run, on private
@@ -27,6 +28,15 @@ if ! [ -S /run/lodge/mgr.sock ] || ! "$LODGE_MGR" status >/dev/null 2>&1; then
     trap 'kill $mgr_pid 2>/dev/null; wait $mgr_pid 2>/dev/null; rm -rf /var/tmp/lodge-tests/mgr' EXIT
     for _ in $(seq 100); do "$LODGE_MGR" status >/dev/null 2>&1 && break; sleep 0.1; done
     "$LODGE_MGR" status
+fi
+if ! [ -S /run/lodge/fs.sock ] || ! "$LODGE_FS" status >/dev/null 2>&1; then
+    fs_log=/var/tmp/lodge-tests/fs.log
+    mkdir -p /var/tmp/lodge-tests
+    "$LODGE_FS" >"$fs_log" 2>&1 &
+    fs_pid=$!
+    trap 'kill $fs_pid 2>/dev/null; wait $fs_pid 2>/dev/null; kill ${mgr_pid:-} 2>/dev/null; wait ${mgr_pid:-} 2>/dev/null; rm -rf /var/tmp/lodge-tests/mgr' EXIT
+    for _ in $(seq 100); do "$LODGE_FS" status >/dev/null 2>&1 && break; sleep 0.1; done
+    "$LODGE_FS" status
 fi
 echo "== integration tests (lodge-runc: $LODGE_RUNC)"
 cargo test -p lodge-tests -- --test-threads=4

@@ -2,7 +2,7 @@
 # Installs what the test suite needs from Debian's packages (only what is missing).
 set -euo pipefail
 need=()
-for pkg in busybox-static runc crun docker.io iptables libseccomp-dev pkg-config; do
+for pkg in busybox-static runc crun docker.io iptables libseccomp-dev pkg-config fuse3; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -14,17 +14,17 @@ command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain
 
 # A Debian image for the Docker client checks: no image registry is reachable, so it is built
 # from Debian's packages with debootstrap (once per machine) and `docker import`ed by the tests.
-debian_image=/var/tmp/lodge-tests/images/debian-bookworm.tar
+debian_image=/var/tmp/lodge-tests/images/debian-bookworm-procps.tar
 if ! [ -s "$debian_image" ]; then
     dpkg-query -W -f='${Status}' debootstrap 2>/dev/null | grep -q "install ok installed" || {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
     }
-    echo "== building $debian_image (debootstrap --variant=minbase bookworm)"
+    echo "== building $debian_image (debootstrap --variant=minbase --include=procps bookworm)"
     mkdir -p "$(dirname "$debian_image")"
     tmp=$(mktemp -d /var/tmp/lodge-debootstrap.XXXXXX)
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    debootstrap --variant=minbase bookworm "$tmp" "${mirror:-http://deb.debian.org/debian}" >/dev/null
+    debootstrap --variant=minbase --include=procps bookworm "$tmp" "${mirror:-http://deb.debian.org/debian}" >/dev/null
     tar -C "$tmp" -cf "$debian_image.tmp" .
     mv "$debian_image.tmp" "$debian_image"
     rm -rf --one-file-system "$tmp"

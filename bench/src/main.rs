@@ -213,8 +213,9 @@ fn run(bin: &Path, flags: &[&str], root: &Path, args: &[&str]) -> Result<(), Str
     let err_file = std::fs::File::create(&err_path).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(bin);
     if bin.file_name().is_some_and(|n| n == "lodge-runc") {
-        // The runtime alone: registration with lodge-mgr is measured by the manager's benchmark.
-        cmd.arg("--no-mgr");
+        // The runtime alone: registration with lodge-mgr is measured by the manager's benchmark,
+        // lodge-fs's files by its own.
+        cmd.args(["--no-mgr", "--no-fs"]);
     }
     cmd.args(flags);
     let status = cmd

@@ -1,30 +1,130 @@
-//! lodge-fs: the per-container /proc and /sys FUSE emulator and seccomp-notify agent.
-//!
-//! Not implemented yet: this binary only answers --help and --version, and says so otherwise.
+//! lodge-fs: the per-container /proc and /sys FUSE emulator.
 
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-const USAGE: &str =
-    "lodge-fs the per-container /proc and /sys FUSE emulator and seccomp-notify agent
+use anyhow::Context;
+use clap::Parser;
+use fuser::{Config, MountOption, SessionACL};
+use lodge_fs::{fusefs::LodgeFs, registry::Registry, server};
 
-Usage: lodge-fs [--help | --version]
+/// lodge-fs: each system container's own /proc and /sys files, from its cgroup (FUSE)
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// The registration socket lodge-runc talks to
+    #[arg(long, default_value = lodge_ipc::fs::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Where the FUSE filesystem is mounted (one directory per container)
+    #[arg(long, default_value = "/var/lib/lodge-fs")]
+    mountpoint: PathBuf,
+    /// FUSE worker threads
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Debug logging
+    #[arg(long)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-Status: not implemented yet. lodge-runc works without it today; see README.md.";
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Print the daemon's status
+    Status,
+}
 
-fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version") | Some("-V") => {
-            println!("lodge-fs version {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some("--help") | Some("-h") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("lodge-fs: not implemented yet; only --help and --version work");
-            ExitCode::from(2)
-        }
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(if cli.debug {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(Command::Status) = cli.command {
+        let mut s = std::os::unix::net::UnixStream::connect(&cli.socket)
+            .with_context(|| format!("lodge-fs is not reachable at {}", cli.socket.display()))?;
+        lodge_ipc::write_frame(&mut s, &lodge_ipc::fs::Request::Status)?;
+        let resp: lodge_ipc::fs::Response = lodge_ipc::read_frame(&mut s)?;
+        println!("{}", serde_json::to_string(&resp_json(resp))?);
+        return Ok(());
     }
+    // SIGTERM and SIGINT are taken with sigwait below, so block them before any thread starts.
+    let signals = block_signals();
+    std::fs::create_dir_all(&cli.mountpoint)
+        .with_context(|| format!("creating {}", cli.mountpoint.display()))?;
+    // A previous instance that died leaves a dead mount ("transport endpoint is not connected").
+    let _ = nix_umount(&cli.mountpoint);
+    let registry = Arc::new(Registry::default());
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("lodge-fs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoExec,
+    ];
+    // Containers read as their own root, never as lodge-fs's user.
+    config.acl = SessionACL::All;
+    config.n_threads = Some(cli.threads.max(1));
+    let session = fuser::spawn_mount(LodgeFs::new(registry.clone()), &cli.mountpoint, &config)
+        .with_context(|| format!("mounting FUSE at {}", cli.mountpoint.display()))?;
+    let listener = server::listen(&cli.socket)
+        .with_context(|| format!("listening on {}", cli.socket.display()))?;
+    {
+        let registry = registry.clone();
+        let mountpoint = cli.mountpoint.clone();
+        std::thread::spawn(move || server::serve(listener, registry, mountpoint));
+    }
+    {
+        let registry = registry.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            for (_, c) in registry.all() {
+                lodge_fs::files::proc::sample_load(&c);
+            }
+        });
+    }
+    tracing::info!(mountpoint = %cli.mountpoint.display(), socket = %cli.socket.display(), "lodge-fs ready");
+    let sig = wait_for(&signals);
+    tracing::info!(signal = sig, "stopping");
+    drop(session);
+    let _ = std::fs::remove_file(&cli.socket);
+    Ok(())
+}
+
+fn resp_json(r: lodge_ipc::fs::Response) -> serde_json::Value {
+    serde_json::to_value(r).unwrap_or_default()
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain sigset manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: sigwait on the blocked set.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+fn nix_umount(path: &std::path::Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: umount2 with a valid path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

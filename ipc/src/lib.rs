@@ -3,6 +3,7 @@
 //! Frames are a big-endian u32 length followed by that many bytes of JSON; one request, one
 //! response. Messages are Rust enums tagged by `type`, so every side matches them exhaustively.
 
+pub mod fs;
 pub mod mgr;
 
 use std::io::{Read, Write};
@@ -53,6 +54,74 @@ pub fn read_frame_bytes(r: &mut impl Read) -> Result<Vec<u8>, FrameError> {
 /// Reads one frame and decodes it.
 pub fn read_frame<T: serde::de::DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError> {
     Ok(serde_json::from_slice(&read_frame_bytes(r)?)?)
+}
+
+#[derive(Debug, Error)]
+pub enum CallError {
+    #[error("{0}")]
+    Connect(std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// One request over a fresh connection to `socket`, and its answer. A wedged daemon must not
+/// hang a container's creation forever: reads time out after 10 s.
+pub fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    socket: &std::path::Path,
+    req: &Req,
+) -> Result<Resp, CallError> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(CallError::Connect)?;
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    write_frame(&mut s, req)?;
+    Ok(read_frame(&mut s)?)
+}
+
+/// A daemon's answer that may be a refusal.
+pub trait Answer {
+    fn refusal(&self) -> Option<&str>;
+}
+
+impl Answer for mgr::Response {
+    fn refusal(&self) -> Option<&str> {
+        match self {
+            mgr::Response::Error { message } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+impl Answer for fs::Response {
+    fn refusal(&self) -> Option<&str> {
+        match self {
+            fs::Response::Error { message } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum AskError {
+    #[error("{0}")]
+    Unreachable(std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// `call`, with the daemon's refusal turned into an error.
+pub fn ask<Req: serde::Serialize, Resp: serde::de::DeserializeOwned + Answer>(
+    socket: &std::path::Path,
+    req: &Req,
+) -> Result<Resp, AskError> {
+    let resp: Resp = call(socket, req).map_err(|e| match e {
+        CallError::Connect(io) => AskError::Unreachable(io),
+        CallError::Frame(f) => AskError::Frame(f),
+    })?;
+    match resp.refusal() {
+        Some(message) => Err(AskError::Refused(message.to_string())),
+        None => Ok(resp),
+    }
 }
 
 #[cfg(test)]

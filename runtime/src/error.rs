@@ -26,6 +26,8 @@ pub enum Error {
     #[error(transparent)]
     Mgr(#[from] crate::mgr_client::MgrError),
     #[error(transparent)]
+    Fs(#[from] crate::fs_client::FsError),
+    #[error(transparent)]
     Knob(#[from] crate::knobs::KnobError),
     #[error(transparent)]
     SystemContainer(#[from] crate::syscont::SysContError),

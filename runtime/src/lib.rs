@@ -6,6 +6,7 @@
 pub mod cgroups;
 pub mod devices_bpf;
 pub mod error;
+pub mod fs_client;
 pub mod hooks;
 pub mod knobs;
 pub mod mgr_client;

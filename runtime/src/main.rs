@@ -41,6 +41,12 @@ struct Cli {
     /// Run without lodge-mgr (no registration, no managed ID ranges)
     #[arg(long, global = true)]
     no_mgr: bool,
+    /// lodge-fs's socket (system containers' emulated /proc and /sys files)
+    #[arg(long, global = true, default_value = lodge_ipc::fs::DEFAULT_SOCKET)]
+    fs_socket: PathBuf,
+    /// Run system containers without lodge-fs (the host's /proc and /sys files, masked as given)
+    #[arg(long, global = true)]
+    no_fs: bool,
     /// Plain OCI containers by default (as runc runs them); a container still becomes a system
     /// container with LODGE_SYSCONT_MODE=TRUE
     #[arg(long, global = true)]
@@ -335,6 +341,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         root: cli.root,
         systemd_cgroup: cli.systemd_cgroup,
         mgr_socket: (!cli.no_mgr).then_some(cli.mgr_socket),
+        fs_socket: (!cli.no_fs).then_some(cli.fs_socket),
         syscont_default: !cli.no_syscont,
     };
     match command {

@@ -1,8 +1,6 @@
 //! lodge-runc's side of lodge-mgr: register at create, unregister at delete.
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use lodge_ipc::mgr::{IdRange, Request, Response};
 use thiserror::Error;
@@ -24,18 +22,14 @@ pub enum MgrError {
 }
 
 fn ask(socket: &Path, req: &Request) -> Result<Response, MgrError> {
-    let unreachable = |source| MgrError::Unreachable {
-        socket: socket.to_path_buf(),
-        source,
-    };
-    let mut s = UnixStream::connect(socket).map_err(unreachable)?;
-    // A wedged manager must not hang container creation forever.
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    lodge_ipc::write_frame(&mut s, req)?;
-    match lodge_ipc::read_frame(&mut s)? {
-        Response::Error { message } => Err(MgrError::Refused(message)),
-        r => Ok(r),
-    }
+    lodge_ipc::ask(socket, req).map_err(|e| match e {
+        lodge_ipc::AskError::Unreachable(source) => MgrError::Unreachable {
+            socket: socket.to_path_buf(),
+            source,
+        },
+        lodge_ipc::AskError::Frame(f) => MgrError::Protocol(f),
+        lodge_ipc::AskError::Refused(m) => MgrError::Refused(m),
+    })
 }
 
 /// Registers a container; returns its ID range.

@@ -89,6 +89,9 @@ pub struct ContainerState {
     /// exec joins their leaves, update applies limits to them too. Empty: not delegated.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delegated_cgroup_paths: Vec<PathBuf>,
+    /// Registered with lodge-fs (its emulated files); unregistered at delete.
+    #[serde(default)]
+    pub fs_registered: bool,
     /// A system container whose processes get capabilities by user (root: all, others: none).
     #[serde(default)]
     pub system_capabilities: bool,

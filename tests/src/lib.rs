@@ -206,6 +206,14 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The rest of the line of `out` that starts with `key` (test scripts print `key value` lines).
+pub fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("{key} missing from:\n{out}"))
+        .trim()
+}
+
 /// lodge-runc with a private `--root`, so tests never see each other's containers. `new()` runs
 /// plain OCI containers (`--no-syscont`: the runc-compatible behaviour under test);
 /// `system()` runs lodge-runc as it is by default, making system containers.

@@ -121,7 +121,7 @@ impl Dockerd {
 
     /// The Debian image tests/setup.sh builds with debootstrap.
     fn import_debian(&self, tag: &str) {
-        let tar = Path::new(WORK).join("images/debian-bookworm.tar");
+        let tar = Path::new(WORK).join("images/debian-bookworm-procps.tar");
         assert!(
             tar.exists(),
             "{} is missing: tests/setup.sh builds it",
@@ -409,6 +409,27 @@ fn docker_runs_system_containers() {
         "dpkg-query -W -f '${Status}' coreutils; echo; apt-get --version | head -1",
     );
     assert!(out.starts_with("install ok installed"), "{out}");
+
+    // lodge-fs: free, nproc, cpuinfo, stat and uptime see the container's limits.
+    let out = d.ok(&[
+        "run", "--rm", "--network", "none", "--runtime=lodge-runc", "--memory", "256m", "--cpus",
+        "1.5", "--cpuset-cpus", "0", "lodge-test/debian:bookworm", "sh", "-c",
+        "free -m | awk '/^Mem:/ {print \"free\", $2}'; echo nproc $(nproc); \
+         echo cpuinfo $(grep -c ^processor /proc/cpuinfo); echo stat $(grep -c '^cpu[0-9]' /proc/stat); \
+         echo uptime $(cut -d. -f1 /proc/uptime)",
+    ]);
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{k}: {out}"))
+            .to_string()
+    };
+    assert_eq!(field("free "), "256", "{out}");
+    assert_eq!(field("nproc "), "1", "{out}");
+    assert_eq!(field("cpuinfo "), "1", "{out}");
+    assert_eq!(field("stat "), "1", "{out}");
+    assert!(field("uptime ").parse::<u32>().unwrap() < 30, "{out}");
 
     // docker run -v: host uid N is uid N inside; root's files are root's on the host.
     let share = Path::new(WORK).join(unique_id("dkshare"));

@@ -5,7 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use lodge_tests::{remove_tree, unique_id, Bundle, Runtime, WORK};
+use lodge_tests::{field, remove_tree, unique_id, Bundle, Runtime, WORK};
 
 fn writable(args: &[&str]) -> Bundle {
     let mut b = Bundle::new(args);
@@ -20,13 +20,6 @@ fn full_caps() -> String {
         .parse()
         .unwrap();
     format!("{:016x}", (1u64 << (last + 1)) - 1)
-}
-
-fn field<'a>(out: &'a str, key: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("{key} missing from:\n{out}"))
-        .trim()
 }
 
 #[test]

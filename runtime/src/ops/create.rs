@@ -25,22 +25,32 @@ pub struct CreateOptions {
     pub preserve_fds: i32,
 }
 
+/// What a failed create must take back: each is recorded as soon as it is made.
+#[derive(Default)]
+struct Undo {
+    cgroup: Option<Cgroup>,
+    shifted: Option<ShiftedTree>,
+    fs_registered: bool,
+}
+
 /// Creates container `id` and returns its init pid. On failure nothing is left behind:
 /// no process, no cgroup, no state directory.
 pub fn create(g: &Globals, id: &str, opts: &CreateOptions) -> Result<i32> {
     spec::validate_id(id).map_err(Error::InvalidId)?;
     let loaded = spec::load(&opts.bundle)?;
     let dir = StateDir::create(&g.root, id)?;
-    let mut cgroup: Option<Cgroup> = None;
-    let mut shifted: Option<ShiftedTree> = None;
-    let result = create_in(g, id, opts, &loaded, &dir, &mut cgroup, &mut shifted);
+    let mut undo = Undo::default();
+    let result = create_in(g, id, opts, &loaded, &dir, &mut undo);
     if result.is_err() {
-        if let Some(tree) = &shifted {
+        if let (true, Some(socket)) = (undo.fs_registered, &g.fs_socket) {
+            let _ = crate::fs_client::unregister(socket, id);
+        }
+        if let Some(tree) = &undo.shifted {
             if let Err(e) = tree.shift(true) {
                 tracing::warn!(error = %e, "shifting file owners back after a failed create");
             }
         }
-        if let Some(cg) = &cgroup {
+        if let Some(cg) = &undo.cgroup {
             for pid in cg.pids() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
@@ -88,8 +98,7 @@ fn create_in(
     opts: &CreateOptions,
     loaded: &spec::LoadedSpec,
     dir: &StateDir,
-    cgroup_slot: &mut Option<Cgroup>,
-    shift_slot: &mut Option<ShiftedTree>,
+    undo: &mut Undo,
 ) -> Result<i32> {
     let mut spec = loaded.spec.clone();
     let mut env = spec
@@ -119,10 +128,18 @@ fn create_in(
             Mode::Plain => {}
         }
         if mode != Mode::Plain {
-            rootfs_idmap = syscont_rootfs(&loaded.rootfs, &spec, knobs.chown_rootfs, shift_slot)?;
+            rootfs_idmap =
+                syscont_rootfs(&loaded.rootfs, &spec, knobs.chown_rootfs, &mut undo.shifted)?;
         }
         if knobs.special_volumes {
             add_special_volumes(g, id, &mut spec)?;
+        }
+    }
+    if mode == Mode::System {
+        if let Some(socket) = &g.fs_socket {
+            // Set first: a failure after the request still unregisters.
+            undo.fs_registered = true;
+            add_emulated_files(g, socket, id, &mut spec)?;
         }
     }
     let spec = &spec;
@@ -137,7 +154,7 @@ fn create_in(
     let cg = Cgroup::resolve(&layout, &cgroups_path(g, id, spec)?)?;
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     cg.create(resources)?;
-    *cgroup_slot = Some(cg.clone());
+    undo.cgroup = Some(cg.clone());
     // A system container's root gets a delegated cgroup; init enters it at clone.
     let delegation = match mode {
         Mode::System => Some(cg.delegate(root_owner(spec))?),
@@ -263,8 +280,9 @@ fn create_in(
         systemd_unit,
         mgr_registered: registered,
         special_volumes: knobs.special_volumes,
-        rootfs_shift: shift_slot.clone(),
+        rootfs_shift: undo.shifted.clone(),
         system_capabilities: mode == Mode::System && !knobs.honor_caps,
+        fs_registered: undo.fs_registered,
     };
     dir.save(&state)?;
     if let Some(pid_file) = &opts.pid_file {
@@ -386,6 +404,30 @@ fn id_range(
         &loaded.rootfs,
         crate::mgr_client::pod_key(spec),
     )?)
+}
+
+/// Registers the container with lodge-fs and bind-mounts its emulated /proc and /sys files
+/// (after the spec's own mounts, so over its /proc and /sys). They are never ID-mapped: FUSE
+/// shows them owned by the container's root already.
+fn add_emulated_files(
+    g: &Globals,
+    socket: &Path,
+    id: &str,
+    spec: &mut oci_spec::runtime::Spec,
+) -> Result<()> {
+    let cg = Cgroup::resolve(&Layout::detect()?, &cgroups_path(g, id, spec)?)?;
+    let emulated = crate::fs_client::register(socket, id, cg.paths, root_owner(spec))?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for e in emulated {
+        let mut m = oci_spec::runtime::Mount::default();
+        m.set_destination(e.destination);
+        m.set_typ(Some("bind".into()));
+        m.set_source(Some(e.source));
+        m.set_options(Some(vec!["bind".into()]));
+        mounts.push(m);
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
 }
 
 fn add_special_volumes(g: &Globals, id: &str, spec: &mut oci_spec::runtime::Spec) -> Result<()> {

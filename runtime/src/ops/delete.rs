@@ -53,6 +53,13 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
         }
     }
     cgroup.remove()?;
+    if st.fs_registered {
+        if let Some(socket) = &g.fs_socket {
+            if let Err(e) = crate::fs_client::unregister(socket, &st.id) {
+                tracing::warn!(error = %e, "unregistering from lodge-fs");
+            }
+        }
+    }
     if let Some(tree) = &st.rootfs_shift {
         if let Err(e) = tree.shift(true) {
             tracing::warn!(path = %tree.path.display(), error = %e, "shifting file owners back");

@@ -40,6 +40,8 @@ pub struct Globals {
     pub systemd_cgroup: bool,
     /// lodge-mgr's socket; `None` with `--no-mgr`.
     pub mgr_socket: Option<PathBuf>,
+    /// lodge-fs's socket; `None` with `--no-fs` (system containers without emulated files).
+    pub fs_socket: Option<PathBuf>,
     /// Containers are system containers unless they say otherwise (false with `--no-syscont`).
     pub syscont_default: bool,
 }

@@ -1,0 +1,44 @@
+//! The emulated files: one declarative table. Each row is a path inside the container, its mode,
+//! its write policy and the function that renders it for one container; one module per
+//! directory. docs/emulated-files.md lists every row with what it returns.
+
+pub mod proc;
+pub mod sys_devices_system_cpu;
+
+use std::sync::Mutex;
+
+use crate::cgroup::CgroupView;
+
+/// A registered container, as the renderers see it.
+#[derive(Debug)]
+pub struct Container {
+    pub id: String,
+    pub cgroup: CgroupView,
+    /// Host uid and gid of the container's root: the owner its emulated files show.
+    pub owner: (u32, u32),
+    /// Creation time, seconds since the epoch.
+    pub created: f64,
+    /// 1, 5 and 15 minute load averages, sampled every 5 s (`proc::sample_load`).
+    pub load: Mutex<[f64; 3]>,
+}
+
+/// What a write to the file does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritePolicy {
+    /// Opening for writing fails with EACCES (the mode says 0444).
+    ReadOnly,
+}
+
+pub struct EmulatedFile {
+    /// The path inside the container, without the leading '/'.
+    pub path: &'static str,
+    pub mode: u32,
+    pub write: WritePolicy,
+    /// The file's content for `Container`, computed at open.
+    pub render: fn(&Container) -> String,
+}
+
+/// Every emulated file.
+pub fn table() -> impl Iterator<Item = &'static EmulatedFile> {
+    proc::FILES.iter().chain(sys_devices_system_cpu::FILES)
+}

@@ -1,0 +1,369 @@
+//! /proc: memory, CPU, uptime, load and I/O of the container, from its cgroup, with LXCFS's
+//! semantics (docs/emulated-files.md).
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{Container, EmulatedFile, WritePolicy};
+
+pub const FILES: &[EmulatedFile] = &[
+    EmulatedFile {
+        path: "proc/meminfo",
+        mode: 0o444,
+        write: WritePolicy::ReadOnly,
+        render: meminfo,
+    },
+    EmulatedFile {
+        path: "proc/cpuinfo",
+        mode: 0o444,
+        write: WritePolicy::ReadOnly,
+        render: cpuinfo,
+    },
+    EmulatedFile {
+        path: "proc/stat",
+        mode: 0o444,
+        write: WritePolicy::ReadOnly,
+        render: stat,
+    },
+    EmulatedFile {
+        path: "proc/uptime",
+        mode: 0o444,
+        write: WritePolicy::ReadOnly,
+        render: uptime,
+    },
+    EmulatedFile {
+        path: "proc/loadavg",
+        mode: 0o444,
+        write: WritePolicy::ReadOnly,
+        render: loadavg,
+    },
+    EmulatedFile {
+        path: "proc/swaps",
+        mode: 0o444,
+        write: WritePolicy::ReadOnly,
+        render: swaps,
+    },
+    EmulatedFile {
+        path: "proc/diskstats",
+        mode: 0o444,
+        write: WritePolicy::ReadOnly,
+        render: diskstats,
+    },
+];
+
+fn host(file: &str) -> String {
+    std::fs::read_to_string(file).unwrap_or_default()
+}
+
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// MemTotal is the lowest memory limit up the hierarchy (the host's when unlimited); MemFree is
+/// what the container has not used; MemAvailable adds back its reclaimable page cache and slab.
+/// The other usage lines come from memory.stat; swap is off (SwapTotal 0). Lines this file does
+/// not compute are the host's.
+fn meminfo(c: &Container) -> String {
+    let host_text = host("/proc/meminfo");
+    let host_total = kib_field(&host_text, "MemTotal").unwrap_or(0);
+    let limit = c
+        .cgroup
+        .lowest_up("memory.max", |v| v.parse().ok())
+        .or_else(|| {
+            c.cgroup
+                .lowest_up("memory.limit_in_bytes", |v| v.parse().ok())
+        })
+        .map(|b| b / 1024);
+    let total = limit.map_or(host_total, |l| l.min(host_total));
+    let usage = c
+        .cgroup
+        .read_u64("memory.current")
+        .or_else(|| c.cgroup.read_u64("memory.usage_in_bytes"))
+        .unwrap_or(0)
+        / 1024;
+    let stat: HashMap<String, u64> = c.cgroup.memory_stat().into_iter().collect();
+    // v1 names its hierarchical counters total_*; v2 has one set.
+    let get = |v2: &str, v1: &str| -> u64 {
+        stat.get(v2)
+            .or_else(|| stat.get(&format!("total_{v1}")))
+            .or_else(|| stat.get(v1))
+            .copied()
+            .unwrap_or(0)
+            / 1024
+    };
+    let active_anon = get("active_anon", "active_anon");
+    let inactive_anon = get("inactive_anon", "inactive_anon");
+    let active_file = get("active_file", "active_file");
+    let inactive_file = get("inactive_file", "inactive_file");
+    let slab_reclaimable = get("slab_reclaimable", "slab_reclaimable");
+    let slab_unreclaimable = get("slab_unreclaimable", "slab_unreclaimable");
+    let free = total.saturating_sub(usage);
+    let available = (free + active_file + inactive_file + slab_reclaimable).min(total);
+    let ours: Vec<(&str, u64)> = vec![
+        ("MemTotal", total),
+        ("MemFree", free),
+        ("MemAvailable", available),
+        ("Buffers", 0),
+        ("Cached", get("file", "cache")),
+        ("SwapCached", 0),
+        ("Active", active_anon + active_file),
+        ("Inactive", inactive_anon + inactive_file),
+        ("Active(anon)", active_anon),
+        ("Inactive(anon)", inactive_anon),
+        ("Active(file)", active_file),
+        ("Inactive(file)", inactive_file),
+        ("Unevictable", get("unevictable", "unevictable")),
+        ("SwapTotal", 0),
+        ("SwapFree", 0),
+        ("Dirty", get("file_dirty", "dirty")),
+        ("Writeback", get("file_writeback", "writeback")),
+        ("AnonPages", get("anon", "rss")),
+        ("Mapped", get("file_mapped", "mapped_file")),
+        ("Shmem", get("shmem", "shmem")),
+        ("Slab", slab_reclaimable + slab_unreclaimable),
+        ("SReclaimable", slab_reclaimable),
+        ("SUnreclaim", slab_unreclaimable),
+    ];
+    let mut out = String::with_capacity(host_text.len());
+    let mut done: Vec<&str> = vec![];
+    for line in host_text.lines() {
+        let key = line.split(':').next().unwrap_or("");
+        match ours.iter().find(|(k, _)| *k == key) {
+            Some((k, v)) => {
+                out.push_str(&format!("{:<16}{v:>8} kB\n", format!("{k}:")));
+                done.push(k);
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    for (k, v) in &ours {
+        if !done.contains(k) {
+            out.push_str(&format!("{:<16}{v:>8} kB\n", format!("{k}:")));
+        }
+    }
+    out
+}
+
+/// The host's processor blocks for the container's CPUs only, renumbered from 0.
+fn cpuinfo(c: &Container) -> String {
+    let cpus = c.cgroup.cpus();
+    let text = host("/proc/cpuinfo");
+    let mut out = String::with_capacity(text.len());
+    let mut next = 0;
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let number = block.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == "processor").then(|| v.trim().parse::<u32>().ok())?
+        });
+        match number {
+            Some(n) if cpus.contains(&n) => {
+                for line in block.lines() {
+                    if line
+                        .split(':')
+                        .next()
+                        .is_some_and(|k| k.trim() == "processor")
+                    {
+                        out.push_str(&format!("processor\t: {next}\n"));
+                    } else {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+                out.push('\n');
+                next += 1;
+            }
+            Some(_) => {}
+            // Architectures with a preamble (s390x) keep it.
+            None => {
+                out.push_str(block);
+                out.push_str("\n\n");
+            }
+        }
+    }
+    out
+}
+
+/// The host's per-CPU lines for the container's CPUs only, renumbered from 0, and the "cpu"
+/// line as their sum; the other lines are the host's.
+fn stat(c: &Container) -> String {
+    let cpus = c.cgroup.cpus();
+    let text = host("/proc/stat");
+    let mut per_cpu: Vec<Vec<u64>> = vec![];
+    let mut rest = String::new();
+    for line in text.lines() {
+        if let Some(tail) = line.strip_prefix("cpu") {
+            let mut f = tail.split_whitespace();
+            let Some(first) = f.next() else { continue };
+            if tail.starts_with(' ') {
+                continue;
+            }
+            if let Ok(n) = first.parse::<u32>() {
+                if cpus.contains(&n) {
+                    per_cpu.push(f.filter_map(|x| x.parse().ok()).collect());
+                }
+            }
+        } else {
+            rest.push_str(line);
+            rest.push('\n');
+        }
+    }
+    let width = per_cpu.iter().map(Vec::len).max().unwrap_or(0);
+    let mut sum = vec![0u64; width];
+    for row in &per_cpu {
+        for (i, v) in row.iter().enumerate() {
+            sum[i] += v;
+        }
+    }
+    let join = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+    let mut out = format!("cpu  {}\n", join(&sum));
+    for (i, row) in per_cpu.iter().enumerate() {
+        out.push_str(&format!("cpu{i} {}\n", join(row)));
+    }
+    out.push_str(&rest);
+    out
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Seconds since the container was created, twice (as Sysbox: idle time is not tracked per
+/// container).
+fn uptime(c: &Container) -> String {
+    let age = (now() - c.created).max(0.0);
+    format!("{age:.2} {age:.2}\n")
+}
+
+/// The container's 1, 5 and 15 minute load averages (runnable and uninterruptible tasks in its
+/// cgroup, sampled every 5 s with the kernel's decay factors), its running/total task counts
+/// and the host's last pid.
+fn loadavg(c: &Container) -> String {
+    let load = *c.load.lock().unwrap_or_else(|e| e.into_inner());
+    let (running, total) = task_counts(c);
+    let last_pid = host("/proc/loadavg")
+        .split_whitespace()
+        .nth(4)
+        .unwrap_or("0")
+        .to_string();
+    format!(
+        "{:.2} {:.2} {:.2} {running}/{total} {last_pid}\n",
+        load[0], load[1], load[2]
+    )
+}
+
+/// (running or uninterruptible, all) tasks of the container.
+fn task_counts(c: &Container) -> (usize, usize) {
+    let pids = c.cgroup.pids();
+    let busy = pids
+        .iter()
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                .unwrap_or("");
+            state == "R" || state == "D"
+        })
+        .count();
+    (busy, pids.len())
+}
+
+/// One 5-second step of the load averages (the kernel's EXP_1, EXP_5, EXP_15).
+pub fn sample_load(c: &Container) {
+    let (busy, _) = task_counts(c);
+    let decay = [
+        (-5.0f64 / 60.0).exp(),
+        (-5.0f64 / 300.0).exp(),
+        (-5.0f64 / 900.0).exp(),
+    ];
+    let mut load = c.load.lock().unwrap_or_else(|e| e.into_inner());
+    for (l, d) in load.iter_mut().zip(decay) {
+        *l = *l * d + busy as f64 * (1.0 - d);
+    }
+}
+
+/// Swap is off inside: the header only.
+fn swaps(_: &Container) -> String {
+    "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n".into()
+}
+
+/// One line per block device the container did I/O on, from its cgroup's counters (v2 io.stat,
+/// v1 blkio recursive counters); device names from the host's diskstats.
+fn diskstats(c: &Container) -> String {
+    // (major:minor) → (reads, sectors read, writes, sectors written)
+    let mut devs: Vec<(String, [u64; 4])> = vec![];
+    fn entry(devs: &mut Vec<(String, [u64; 4])>, dev: &str) -> usize {
+        match devs.iter().position(|(d, _)| d == dev) {
+            Some(i) => i,
+            None => {
+                devs.push((dev.to_string(), [0; 4]));
+                devs.len() - 1
+            }
+        }
+    }
+    if let Some(io) = c.cgroup.read("io.stat") {
+        for line in io.lines() {
+            let mut f = line.split_whitespace();
+            let Some(dev) = f.next() else { continue };
+            let i = entry(&mut devs, dev);
+            for kv in f {
+                let Some((k, v)) = kv.split_once('=') else {
+                    continue;
+                };
+                let v: u64 = v.parse().unwrap_or(0);
+                match k {
+                    "rios" => devs[i].1[0] = v,
+                    "rbytes" => devs[i].1[1] = v / 512,
+                    "wios" => devs[i].1[2] = v,
+                    "wbytes" => devs[i].1[3] = v / 512,
+                    _ => {}
+                }
+            }
+        }
+    } else {
+        for (file, slot_read, slot_write, scale) in [
+            ("blkio.throttle.io_serviced_recursive", 0, 2, 1),
+            ("blkio.throttle.io_service_bytes_recursive", 1, 3, 512),
+        ] {
+            for line in c.cgroup.read(file).unwrap_or_default().lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.len() != 3 {
+                    continue;
+                }
+                let v: u64 = f[2].parse().unwrap_or(0) / scale;
+                let i = entry(&mut devs, f[0]);
+                match f[1] {
+                    "Read" => devs[i].1[slot_read] = v,
+                    "Write" => devs[i].1[slot_write] = v,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let names: HashMap<String, String> = host("/proc/diskstats")
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 3).then(|| (format!("{}:{}", f[0], f[1]), f[2].to_string()))
+        })
+        .collect();
+    let mut out = String::new();
+    for (dev, [r, rs, w, ws]) in devs {
+        let Some(name) = names.get(&dev) else {
+            continue;
+        };
+        let (major, minor) = dev.split_once(':').unwrap_or(("0", "0"));
+        out.push_str(&format!(
+            "{major:>4} {minor:>7} {name} {r} 0 {rs} 0 {w} 0 {ws} 0 0 0 0 0 0 0 0 0 0\n"
+        ));
+    }
+    out
+}

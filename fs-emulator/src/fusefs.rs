@@ -1,0 +1,226 @@
+//! The FUSE side: lookups, attributes, directory listings and reads over the registry. A file's
+//! content is rendered once at open and served from that snapshot (consistent reads, and a
+//! container deleted while a file is open does not disturb the reader).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
+};
+
+use crate::files::WritePolicy;
+use crate::registry::{self, Registry, ROOT_INO};
+
+/// Entries and attributes never change for a registered container; a removed one's inodes are
+/// never reused.
+const TTL: Duration = Duration::from_secs(60);
+
+/// The size files report (see `make_attr`).
+const MAX_FILE: u64 = 1 << 20;
+
+pub struct LodgeFs {
+    pub registry: Arc<Registry>,
+    handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    next_handle: AtomicU64,
+}
+
+impl LodgeFs {
+    pub fn new(registry: Arc<Registry>) -> LodgeFs {
+        LodgeFs {
+            registry,
+            handles: Mutex::default(),
+            next_handle: AtomicU64::new(1),
+        }
+    }
+
+    fn attr(&self, ino: u64) -> Option<FileAttr> {
+        if ino == ROOT_INO {
+            return Some(make_attr(ino, FileType::Directory, 0o755, (0, 0)));
+        }
+        let (slot, node) = registry::decode(ino)?;
+        let c = self.registry.get(slot)?;
+        let n = registry::nodes().get(node)?;
+        Some(match n.file {
+            Some(f) => make_attr(ino, FileType::RegularFile, f.mode as u16, c.owner),
+            None => make_attr(ino, FileType::Directory, 0o555, c.owner),
+        })
+    }
+}
+
+fn make_attr(ino: u64, kind: FileType, perm: u16, (uid, gid): (u32, u32)) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        // The size is unknown until the content is rendered at open. Files report an upper
+        // bound: with 0, readers that splice (busybox cat uses sendfile) see an empty file;
+        // reads are direct, so a reader gets exactly the content and then EOF.
+        size: if kind == FileType::RegularFile {
+            MAX_FILE
+        } else {
+            0
+        },
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind,
+        perm,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid,
+        gid,
+        rdev: 0,
+        flags: 0,
+        blksize: 4096,
+    }
+}
+
+impl Filesystem for LodgeFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let parent = u64::from(parent);
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
+        let ino = if parent == ROOT_INO {
+            self.registry.slot_of(name).map(|s| registry::ino(s, 0))
+        } else {
+            registry::decode(parent).and_then(|(slot, node)| {
+                registry::nodes()
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .find(|(_, n)| n.parent == node && n.name == name)
+                    .map(|(i, _)| registry::ino(slot, i))
+            })
+        };
+        // A container's directory is looked up afresh each time: it goes away at unregister.
+        let ttl = if parent == ROOT_INO {
+            Duration::ZERO
+        } else {
+            TTL
+        };
+        match ino.and_then(|i| self.attr(i)) {
+            Some(attr) => reply.entry(&ttl, &attr, Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr(u64::from(ino)) {
+            Some(attr) => reply.attr(&TTL, &attr),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let Some((slot, node)) = registry::decode(u64::from(ino)) else {
+            return reply.error(Errno::EISDIR);
+        };
+        let (Some(c), Some(file)) = (
+            self.registry.get(slot),
+            registry::nodes().get(node).and_then(|n| n.file),
+        ) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        if writing && file.write == WritePolicy::ReadOnly {
+            return reply.error(Errno::EACCES);
+        }
+        let content = Arc::new((file.render)(&c).into_bytes());
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, content);
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let content = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh.0)
+            .cloned();
+        let Some(content) = content else {
+            return reply.error(Errno::EBADF);
+        };
+        let start = (offset as usize).min(content.len());
+        let end = (start + size as usize).min(content.len());
+        reply.data(&content[start..end]);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let ino = u64::from(ino);
+        let mut entries: Vec<(u64, FileType, String)> = vec![
+            (ino, FileType::Directory, ".".into()),
+            (ROOT_INO, FileType::Directory, "..".into()),
+        ];
+        if ino == ROOT_INO {
+            for (slot, c) in self.registry.all() {
+                entries.push((registry::ino(slot, 0), FileType::Directory, c.id.clone()));
+            }
+        } else {
+            let Some((slot, node)) = registry::decode(ino) else {
+                return reply.error(Errno::ENOENT);
+            };
+            if self.registry.get(slot).is_none() {
+                return reply.error(Errno::ENOENT);
+            }
+            for (i, n) in registry::nodes().iter().enumerate().skip(1) {
+                if n.parent == node {
+                    let kind = if n.file.is_some() {
+                        FileType::RegularFile
+                    } else {
+                        FileType::Directory
+                    };
+                    entries.push((registry::ino(slot, i), kind, n.name.clone()));
+                }
+            }
+        }
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}

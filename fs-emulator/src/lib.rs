@@ -1,0 +1,8 @@
+//! lodge-fs: each system container's own view of /proc and /sys files, computed from its
+//! cgroup, served over FUSE and bind-mounted into the container by lodge-runc.
+
+pub mod cgroup;
+pub mod files;
+pub mod fusefs;
+pub mod registry;
+pub mod server;

@@ -1,0 +1,94 @@
+//! The registration socket: lodge-runc registers a system container before its init mounts its
+//! files, and unregisters it at delete. One thread per connection, one request per connection.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use lodge_ipc::fs::{EmulatedMount, Request, Response};
+
+use crate::cgroup::CgroupView;
+use crate::files::{self, Container};
+use crate::registry::Registry;
+
+/// Binds `socket` (root only), replacing a stale one.
+pub fn listen(socket: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(socket) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub fn serve(listener: UnixListener, registry: Arc<Registry>, mountpoint: PathBuf) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let registry = registry.clone();
+        let mountpoint = mountpoint.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = handle(conn, &registry, &mountpoint) {
+                tracing::debug!(error = %e, "registration connection");
+            }
+        });
+    }
+}
+
+fn handle(mut conn: UnixStream, registry: &Registry, mountpoint: &Path) -> anyhow::Result<()> {
+    let req: Request = lodge_ipc::read_frame(&mut conn)?;
+    let resp = answer(req, registry, mountpoint);
+    lodge_ipc::write_frame(&mut conn, &resp)?;
+    Ok(())
+}
+
+pub fn answer(req: Request, registry: &Registry, mountpoint: &Path) -> Response {
+    match req {
+        Request::Register {
+            id,
+            cgroup_paths,
+            owner,
+            created,
+        } => {
+            if id.is_empty() || id.contains('/') || id.starts_with('.') {
+                return Response::Error {
+                    message: format!("invalid container id {id:?}"),
+                };
+            }
+            let mounts = files::table()
+                .map(|f| EmulatedMount {
+                    source: mountpoint.join(&id).join(f.path),
+                    destination: PathBuf::from("/").join(f.path),
+                })
+                .collect();
+            registry.register(Container {
+                id: id.clone(),
+                cgroup: CgroupView {
+                    paths: cgroup_paths,
+                },
+                owner,
+                created,
+                load: Mutex::new([0.0; 3]),
+            });
+            tracing::info!(id, "registered");
+            Response::Registered { mounts }
+        }
+        Request::Unregister { id } => {
+            if registry.unregister(&id) {
+                tracing::info!(id, "unregistered");
+            }
+            // Unknown ids are fine: delete may run twice, or after a lodge-fs restart.
+            Response::Ok
+        }
+        Request::Status => Response::Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            mountpoint: mountpoint.to_path_buf(),
+            containers: registry.len(),
+        },
+    }
+}

@@ -1,0 +1,50 @@
+//! lodge-runc ↔ lodge-fs: registering a system container for its emulated /proc and /sys files.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where lodge-fs listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/lodge/fs.sock";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Registers a container: its cgroup directories on the host (one per hierarchy), the host
+    /// uid/gid of its root (owner of its emulated files), and when it was created (seconds since
+    /// the epoch, for its uptime). Registering an id again replaces it.
+    Register {
+        id: String,
+        cgroup_paths: Vec<PathBuf>,
+        owner: (u32, u32),
+        created: f64,
+    },
+    Unregister {
+        id: String,
+    },
+    Status,
+}
+
+/// One emulated file to bind-mount: `source` (in lodge-fs's mount) over `destination`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmulatedMount {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Registered {
+        mounts: Vec<EmulatedMount>,
+    },
+    Status {
+        version: String,
+        mountpoint: PathBuf,
+        containers: usize,
+    },
+    Ok,
+    Error {
+        message: String,
+    },
+}

@@ -1,0 +1,154 @@
+//! lodge-fs: a system container's /proc and /sys files computed from its own cgroup, through
+//! lodge-runc and the suite's lodge-fs (tests/run.sh starts one).
+
+use std::io::Read;
+use std::path::Path;
+
+use lodge_tests::{field, unique_id, Bundle, Runtime};
+
+const MOUNT: &str = "/var/lib/lodge-fs";
+
+fn limited(args: &[&str], memory_mib: u64) -> Bundle {
+    let mut b = Bundle::new(args);
+    b.edit(|c| {
+        c["linux"]["resources"] = serde_json::json!({
+            "memory": {"limit": memory_mib << 20},
+            "cpu": {"cpus": "0", "quota": 150000, "period": 100000}
+        })
+    });
+    b
+}
+
+#[test]
+fn proc_and_sys_files_follow_the_containers_cgroup() {
+    let rt = Runtime::system();
+    let b = limited(
+        &[
+            "sh",
+            "-c",
+            "echo mem $(head -1 /proc/meminfo); echo cpuinfo $(grep -c ^processor /proc/cpuinfo); \
+             echo online $(cat /sys/devices/system/cpu/online); echo stat $(grep -c '^cpu[0-9]' /proc/stat); \
+             echo uptime $(cut -d' ' -f1 /proc/uptime); echo nproc $(nproc); echo swaps $(wc -l < /proc/swaps); \
+             echo load $(cut -d' ' -f4 /proc/loadavg); echo owner $(stat -c %u /proc/meminfo); \
+             echo x > /proc/uptime 2>/dev/null && echo written || echo write-refused",
+        ],
+        256,
+    );
+    let (code, out, err) = rt.run_clean(&b);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(field(&out, "mem"), "MemTotal: 262144 kB");
+    assert_eq!(field(&out, "cpuinfo"), "1");
+    assert_eq!(field(&out, "online"), "0");
+    assert_eq!(field(&out, "stat"), "1");
+    let uptime: f64 = field(&out, "uptime").parse().unwrap();
+    assert!(
+        (0.0..30.0).contains(&uptime),
+        "the container's age: {uptime}"
+    );
+    assert_eq!(field(&out, "nproc"), "1");
+    assert_eq!(field(&out, "swaps"), "1", "swap off: the header only");
+    let load: Vec<&str> = field(&out, "load").split('/').collect();
+    assert!(
+        load[1].parse::<u32>().unwrap() >= 2,
+        "the container's tasks (sh, cut): {out}"
+    );
+    assert_eq!(field(&out, "owner"), "0", "the container's root owns them");
+    assert!(out.contains("write-refused"), "{out}");
+}
+
+#[test]
+fn two_containers_see_their_own_memory() {
+    let rt = Runtime::system();
+    let (a, b) = (
+        limited(&["sleep", "100"], 128),
+        limited(&["sleep", "100"], 384),
+    );
+    let (ia, ib) = (unique_id("fsa"), unique_id("fsb"));
+    rt.ok(&["run", "-d", "--bundle", a.path(), &ia]);
+    rt.ok(&["run", "-d", "--bundle", b.path(), &ib]);
+    let mem = |id: &str| rt.ok(&["exec", id, "head", "-1", "/proc/meminfo"]);
+    assert!(mem(&ia).contains("131072 kB"), "{}", mem(&ia));
+    assert!(mem(&ib).contains("393216 kB"), "{}", mem(&ib));
+    for (id, bundle) in [(&ia, &a), (&ib, &b)] {
+        rt.ok(&["delete", "--force", id]);
+        rt.assert_no_residue(id, bundle);
+        assert!(
+            !Path::new(MOUNT).join(id).exists(),
+            "{id} unregistered from lodge-fs"
+        );
+    }
+}
+
+#[test]
+fn readers_outlive_a_deleted_container_and_strangers_get_nothing() {
+    let rt = Runtime::system();
+    let b = limited(&["sleep", "100"], 200);
+    let id = unique_id("fsopen");
+    rt.ok(&["run", "-d", "--bundle", b.path(), &id]);
+    let path = Path::new(MOUNT).join(&id).join("proc/meminfo");
+    let mut open = std::fs::File::open(&path).unwrap();
+    rt.ok(&["delete", "--force", &id]);
+    let mut content = String::new();
+    open.read_to_string(&mut content).unwrap();
+    assert!(
+        content.starts_with("MemTotal:         204800 kB"),
+        "an open file keeps its snapshot: {content}"
+    );
+    assert!(
+        std::fs::File::open(&path).is_err(),
+        "gone once unregistered"
+    );
+    assert!(std::fs::File::open(Path::new(MOUNT).join("no-such-container/proc/meminfo")).is_err());
+    rt.assert_no_residue(&id, &b);
+}
+
+#[test]
+fn concurrent_readers_in_twenty_containers() {
+    let rt = Runtime::system();
+    let mut running = vec![];
+    for i in 0..20u64 {
+        let b = limited(&["sleep", "100"], 64 + i);
+        let id = unique_id("fsmany");
+        rt.ok(&["run", "-d", "--bundle", b.path(), &id]);
+        running.push((id, b, 64 + i));
+    }
+    std::thread::scope(|s| {
+        for (id, _, mib) in &running {
+            let rt = &rt;
+            s.spawn(move || {
+                for _ in 0..5 {
+                    let out = rt.ok(&["exec", id, "sh", "-c", "head -1 /proc/meminfo; cat /proc/uptime /proc/loadavg /proc/stat /proc/cpuinfo > /dev/null"]);
+                    assert!(out.contains(&format!("{} kB", mib * 1024)), "{id}: {out}");
+                }
+            });
+        }
+    });
+    for (id, b, _) in &running {
+        rt.ok(&["delete", "--force", id]);
+        rt.assert_no_residue(id, b);
+    }
+}
+
+#[test]
+fn create_fails_clearly_without_lodge_fs() {
+    let rt = Runtime::system();
+    let b = Bundle::new(&["true"]);
+    let id = unique_id("nofs");
+    let err = rt.fails(&[
+        "--fs-socket",
+        "/run/lodge/no-such-fs.sock",
+        "create",
+        "--bundle",
+        b.path(),
+        &id,
+    ]);
+    assert!(
+        err.contains("lodge-fs is not reachable") && err.contains("--no-fs"),
+        "{err}"
+    );
+    rt.assert_no_residue(&id, &b);
+    // --no-fs runs it with the host's files.
+    let out = rt.ok(&["--no-fs", "run", "--bundle", b.path(), &id]);
+    assert_eq!(out, "");
+    rt.assert_no_residue(&id, &b);
+}
