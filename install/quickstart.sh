@@ -20,10 +20,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.80)" >&2; exit 1; }
 
-step "building lodge-runc and lodge-mgr (release)"
-cargo build --release -p lodge-runtime -p lodge-mgr
+step "building lodge-runc, lodge-mgr and lodge-fs (release)"
+cargo build --release -p lodge-runtime -p lodge-mgr -p lodge-fs
 install -m 0755 target/release/lodge-runc /usr/local/bin/lodge-runc
 install -m 0755 target/release/lodge-mgr /usr/local/bin/lodge-mgr
+install -m 0755 target/release/lodge-fs /usr/local/bin/lodge-fs
 echo "installed /usr/local/bin/lodge-runc: $(/usr/local/bin/lodge-runc --version | head -1)"
 
 step "starting lodge-mgr (reserves lodge's block in /etc/subuid and /etc/subgid)"
@@ -36,6 +37,16 @@ else
     for _ in $(seq 100); do lodge-mgr status >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 lodge-mgr status
+
+step "starting lodge-fs (the containers' own /proc and /sys files, FUSE at /var/lib/lodge-fs)"
+if lodge-fs status >/dev/null 2>&1; then
+    echo "already running"
+else
+    nohup lodge-fs >>/var/log/lodge/fs.log 2>&1 &
+    echo $! > /run/lodge/fs.pid
+    for _ in $(seq 100); do lodge-fs status >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+lodge-fs status
 
 step "building a busybox bundle in /var/lib/lodge/quickstart"
 bundle=/var/lib/lodge/quickstart
@@ -57,7 +68,7 @@ cat > "$bundle/config.json" <<'JSON'
   "process": {
     "terminal": false,
     "user": {"uid": 0, "gid": 0},
-    "args": ["sh", "-c", "echo \"hello from $(hostname): uid $(id -u) inside, mapped as: $(tr -s ' ' < /proc/self/uid_map), / owned by $(stat -c %U /)\""],
+    "args": ["sh", "-c", "echo \"hello from $(hostname): uid $(id -u) inside, mapped as: $(tr -s ' ' < /proc/self/uid_map), / owned by $(stat -c %U /), $(head -1 /proc/meminfo)\""],
     "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
     "cwd": "/",
     "capabilities": {
@@ -78,7 +89,7 @@ cat > "$bundle/config.json" <<'JSON'
     {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
   ],
   "linux": {
-    "resources": {"devices": [{"allow": false, "access": "rwm"}], "pids": {"limit": 64}},
+    "resources": {"devices": [{"allow": false, "access": "rwm"}], "pids": {"limit": 64}, "memory": {"limit": 268435456}},
     "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
     "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
     "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]

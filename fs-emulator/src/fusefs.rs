@@ -46,6 +46,7 @@ impl LodgeFs {
         let c = self.registry.get(slot)?;
         let n = registry::nodes().get(node)?;
         Some(match n.file {
+            Some(f) if f.is_dir() => make_attr(ino, FileType::Directory, f.mode as u16, c.owner),
             Some(f) => make_attr(ino, FileType::RegularFile, f.mode as u16, c.owner),
             None => make_attr(ino, FileType::Directory, 0o555, c.owner),
         })
@@ -126,11 +127,14 @@ impl Filesystem for LodgeFs {
         ) else {
             return reply.error(Errno::ENOENT);
         };
+        let crate::files::Content::File(render) = file.content else {
+            return reply.error(Errno::EISDIR);
+        };
         let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         if writing && file.write == WritePolicy::ReadOnly {
             return reply.error(Errno::EACCES);
         }
-        let content = Arc::new((file.render)(&c).into_bytes());
+        let content = Arc::new(render(&c).into_bytes());
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
@@ -207,10 +211,9 @@ impl Filesystem for LodgeFs {
             }
             for (i, n) in registry::nodes().iter().enumerate().skip(1) {
                 if n.parent == node {
-                    let kind = if n.file.is_some() {
-                        FileType::RegularFile
-                    } else {
-                        FileType::Directory
+                    let kind = match n.file {
+                        Some(f) if !f.is_dir() => FileType::RegularFile,
+                        _ => FileType::Directory,
                     };
                     entries.push((registry::ino(slot, i), kind, n.name.clone()));
                 }

@@ -42,6 +42,10 @@ pub fn nodes() -> &'static [Node] {
                     .map(|p| p + 1);
                 parent = match existing {
                     Some(p) if !last => p,
+                    Some(p) if f.is_dir() => {
+                        nodes[p].file = Some(f);
+                        p
+                    }
                     _ => {
                         nodes.push(Node {
                             name: part.to_string(),

@@ -60,7 +60,10 @@ pub fn answer(req: Request, registry: &Registry, mountpoint: &Path) -> Response 
                     message: format!("invalid container id {id:?}"),
                 };
             }
+            // Only over what the host has: the container's /sys mirrors the host's, and a
+            // mount point cannot be made in sysfs.
             let mounts = files::table()
+                .filter(|f| Path::new("/").join(f.path).exists())
                 .map(|f| EmulatedMount {
                     source: mountpoint.join(&id).join(f.path),
                     destination: PathBuf::from("/").join(f.path),

@@ -30,6 +30,7 @@ fn proc_and_sys_files_follow_the_containers_cgroup() {
              echo online $(cat /sys/devices/system/cpu/online); echo stat $(grep -c '^cpu[0-9]' /proc/stat); \
              echo uptime $(cut -d' ' -f1 /proc/uptime); echo nproc $(nproc); echo swaps $(wc -l < /proc/swaps); \
              echo load $(cut -d' ' -f4 /proc/loadavg); echo owner $(stat -c %u /proc/meminfo); \
+             echo security $(ls -A /sys/kernel/security | wc -l) $(stat -c %u /sys/kernel/security); \
              echo x > /proc/uptime 2>/dev/null && echo written || echo write-refused",
         ],
         256,
@@ -53,6 +54,11 @@ fn proc_and_sys_files_follow_the_containers_cgroup() {
         "the container's tasks (sh, cut): {out}"
     );
     assert_eq!(field(&out, "owner"), "0", "the container's root owns them");
+    assert_eq!(
+        field(&out, "security"),
+        "0 0",
+        "the host's LSM interface is an empty directory of the container's root"
+    );
     assert!(out.contains("write-refused"), "{out}");
 }
 

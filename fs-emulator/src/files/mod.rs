@@ -4,6 +4,8 @@
 
 pub mod proc;
 pub mod sys_devices_system_cpu;
+pub mod sys_devices_virtual_dmi_id;
+pub mod sys_kernel;
 
 use std::sync::Mutex;
 
@@ -29,16 +31,43 @@ pub enum WritePolicy {
     ReadOnly,
 }
 
+/// What a row is.
+#[derive(Clone, Copy)]
+pub enum Content {
+    /// A file and its content for a container, computed at open.
+    File(fn(&Container) -> String),
+    /// An empty directory (hides what the host has there).
+    EmptyDir,
+}
+
 pub struct EmulatedFile {
     /// The path inside the container, without the leading '/'.
     pub path: &'static str,
     pub mode: u32,
     pub write: WritePolicy,
-    /// The file's content for `Container`, computed at open.
-    pub render: fn(&Container) -> String,
+    pub content: Content,
+}
+
+impl EmulatedFile {
+    pub const fn read_only(path: &'static str, render: fn(&Container) -> String) -> Self {
+        EmulatedFile {
+            path,
+            mode: 0o444,
+            write: WritePolicy::ReadOnly,
+            content: Content::File(render),
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        matches!(self.content, Content::EmptyDir)
+    }
 }
 
 /// Every emulated file.
 pub fn table() -> impl Iterator<Item = &'static EmulatedFile> {
-    proc::FILES.iter().chain(sys_devices_system_cpu::FILES)
+    proc::FILES
+        .iter()
+        .chain(sys_devices_system_cpu::FILES)
+        .chain(sys_devices_virtual_dmi_id::FILES)
+        .chain(sys_kernel::FILES)
 }

@@ -4,51 +4,16 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Container, EmulatedFile, WritePolicy};
+use super::{Container, EmulatedFile};
 
 pub const FILES: &[EmulatedFile] = &[
-    EmulatedFile {
-        path: "proc/meminfo",
-        mode: 0o444,
-        write: WritePolicy::ReadOnly,
-        render: meminfo,
-    },
-    EmulatedFile {
-        path: "proc/cpuinfo",
-        mode: 0o444,
-        write: WritePolicy::ReadOnly,
-        render: cpuinfo,
-    },
-    EmulatedFile {
-        path: "proc/stat",
-        mode: 0o444,
-        write: WritePolicy::ReadOnly,
-        render: stat,
-    },
-    EmulatedFile {
-        path: "proc/uptime",
-        mode: 0o444,
-        write: WritePolicy::ReadOnly,
-        render: uptime,
-    },
-    EmulatedFile {
-        path: "proc/loadavg",
-        mode: 0o444,
-        write: WritePolicy::ReadOnly,
-        render: loadavg,
-    },
-    EmulatedFile {
-        path: "proc/swaps",
-        mode: 0o444,
-        write: WritePolicy::ReadOnly,
-        render: swaps,
-    },
-    EmulatedFile {
-        path: "proc/diskstats",
-        mode: 0o444,
-        write: WritePolicy::ReadOnly,
-        render: diskstats,
-    },
+    EmulatedFile::read_only("proc/meminfo", meminfo),
+    EmulatedFile::read_only("proc/cpuinfo", cpuinfo),
+    EmulatedFile::read_only("proc/stat", stat),
+    EmulatedFile::read_only("proc/uptime", uptime),
+    EmulatedFile::read_only("proc/loadavg", loadavg),
+    EmulatedFile::read_only("proc/swaps", swaps),
+    EmulatedFile::read_only("proc/diskstats", diskstats),
 ];
 
 fn host(file: &str) -> String {

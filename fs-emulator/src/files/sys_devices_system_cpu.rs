@@ -1,13 +1,11 @@
 //! /sys/devices/system/cpu: the CPUs the container may use.
 
-use super::{Container, EmulatedFile, WritePolicy};
+use super::{Container, EmulatedFile};
 
-pub const FILES: &[EmulatedFile] = &[EmulatedFile {
-    path: "sys/devices/system/cpu/online",
-    mode: 0o444,
-    write: WritePolicy::ReadOnly,
-    render: online,
-}];
+pub const FILES: &[EmulatedFile] = &[EmulatedFile::read_only(
+    "sys/devices/system/cpu/online",
+    online,
+)];
 
 /// The container's CPUs (cpuset, capped by its CFS quota) as a range list, renumbered from 0
 /// like /proc/cpuinfo and /proc/stat.
