@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 const NS_MARK: &str = "LODGE_BENCH_PRIVATE_NS";
 
+mod fs;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mut iterations = 30usize;
@@ -39,8 +41,12 @@ fn main() {
                 mgr_bench(&lodge.with_file_name("lodge-mgr"));
                 return;
             }
+            "--fs" => {
+                fs::fs_bench(&lodge.with_file_name("lodge-fs"));
+                return;
+            }
             "--help" | "-h" => {
-                println!("usage: lodge-bench [--iterations N] [--lodge-runc PATH] | --mgr");
+                println!("usage: lodge-bench [--iterations N] [--lodge-runc PATH] | --mgr | --fs");
                 return;
             }
             other => panic!("unknown argument {other}"),

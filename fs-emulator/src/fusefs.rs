@@ -98,14 +98,9 @@ impl Filesystem for LodgeFs {
                     .map(|(i, _)| registry::ino(slot, i))
             })
         };
-        // A container's directory is looked up afresh each time: it goes away at unregister.
-        let ttl = if parent == ROOT_INO {
-            Duration::ZERO
-        } else {
-            TTL
-        };
+        // A container's directory entry is invalidated when it registers or goes away.
         match ino.and_then(|i| self.attr(i)) {
-            Some(attr) => reply.entry(&ttl, &attr, Generation(0)),
+            Some(attr) => reply.entry(&TTL, &attr, Generation(0)),
             None => reply.error(Errno::ENOENT),
         }
     }

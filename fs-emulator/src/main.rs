@@ -71,6 +71,8 @@ fn main() -> anyhow::Result<()> {
     // Containers read as their own root, never as lodge-fs's user.
     config.acl = SessionACL::All;
     config.n_threads = Some(cli.threads.max(1));
+    // One /dev/fuse fd per worker thread: no contention on a shared one.
+    config.clone_fd = true;
     let session = fuser::spawn_mount(LodgeFs::new(registry.clone()), &cli.mountpoint, &config)
         .with_context(|| format!("mounting FUSE at {}", cli.mountpoint.display()))?;
     let listener = server::listen(&cli.socket)
@@ -78,7 +80,8 @@ fn main() -> anyhow::Result<()> {
     {
         let registry = registry.clone();
         let mountpoint = cli.mountpoint.clone();
-        std::thread::spawn(move || server::serve(listener, registry, mountpoint));
+        let notifier = Some(session.notifier());
+        std::thread::spawn(move || server::serve(listener, registry, mountpoint, notifier));
     }
     {
         let registry = registry.clone();

@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use lodge_ipc::fs::{EmulatedMount, Request, Response};
 
@@ -27,27 +27,53 @@ pub fn listen(socket: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub fn serve(listener: UnixListener, registry: Arc<Registry>, mountpoint: PathBuf) {
+pub fn serve(
+    listener: UnixListener,
+    registry: Arc<Registry>,
+    mountpoint: PathBuf,
+    notifier: Option<fuser::Notifier>,
+) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let registry = registry.clone();
         let mountpoint = mountpoint.clone();
+        let notifier = notifier.clone();
         std::thread::spawn(move || {
-            if let Err(e) = handle(conn, &registry, &mountpoint) {
+            if let Err(e) = handle(conn, &registry, &mountpoint, notifier.as_ref()) {
                 tracing::debug!(error = %e, "registration connection");
             }
         });
     }
 }
 
-fn handle(mut conn: UnixStream, registry: &Registry, mountpoint: &Path) -> anyhow::Result<()> {
+fn handle(
+    mut conn: UnixStream,
+    registry: &Registry,
+    mountpoint: &Path,
+    notifier: Option<&fuser::Notifier>,
+) -> anyhow::Result<()> {
     let req: Request = lodge_ipc::read_frame(&mut conn)?;
-    let resp = answer(req, registry, mountpoint);
+    let resp = answer(req, registry, mountpoint, notifier);
     lodge_ipc::write_frame(&mut conn, &resp)?;
     Ok(())
 }
 
-pub fn answer(req: Request, registry: &Registry, mountpoint: &Path) -> Response {
+/// Drops the kernel's cached entry for a container's directory (it changed or went away).
+fn invalidate(notifier: Option<&fuser::Notifier>, id: &str) {
+    if let Some(n) = notifier {
+        let _ = n.inval_entry(
+            fuser::INodeNo(crate::registry::ROOT_INO),
+            std::ffi::OsStr::new(id),
+        );
+    }
+}
+
+pub fn answer(
+    req: Request,
+    registry: &Registry,
+    mountpoint: &Path,
+    notifier: Option<&fuser::Notifier>,
+) -> Response {
     match req {
         Request::Register {
             id,
@@ -69,20 +95,21 @@ pub fn answer(req: Request, registry: &Registry, mountpoint: &Path) -> Response 
                     destination: PathBuf::from("/").join(f.path),
                 })
                 .collect();
-            registry.register(Container {
-                id: id.clone(),
-                cgroup: CgroupView {
+            registry.register(Container::new(
+                id.clone(),
+                CgroupView {
                     paths: cgroup_paths,
                 },
                 owner,
                 created,
-                load: Mutex::new([0.0; 3]),
-            });
+            ));
+            invalidate(notifier, &id);
             tracing::info!(id, "registered");
             Response::Registered { mounts }
         }
         Request::Unregister { id } => {
             if registry.unregister(&id) {
+                invalidate(notifier, &id);
                 tracing::info!(id, "unregistered");
             }
             // Unknown ids are fine: delete may run twice, or after a lodge-fs restart.

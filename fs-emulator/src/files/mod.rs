@@ -22,6 +22,21 @@ pub struct Container {
     pub created: f64,
     /// 1, 5 and 15 minute load averages, sampled every 5 s (`proc::sample_load`).
     pub load: Mutex<[f64; 3]>,
+    /// The last count of (busy, all) tasks and when it was taken (`proc::task_counts`).
+    pub tasks: Mutex<Option<(std::time::Instant, (usize, usize))>>,
+}
+
+impl Container {
+    pub fn new(id: String, cgroup: CgroupView, owner: (u32, u32), created: f64) -> Container {
+        Container {
+            id,
+            cgroup,
+            owner,
+            created,
+            load: Mutex::new([0.0; 3]),
+            tasks: Mutex::new(None),
+        }
+    }
 }
 
 /// What a write to the file does.

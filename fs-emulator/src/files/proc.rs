@@ -224,8 +224,21 @@ fn loadavg(c: &Container) -> String {
     )
 }
 
-/// (running or uninterruptible, all) tasks of the container.
+/// (running or uninterruptible, all) tasks of the container, counted at most once a second
+/// (walking the container's processes is the costly part of loadavg).
 fn task_counts(c: &Container) -> (usize, usize) {
+    let mut cached = c.tasks.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, counts)) = *cached {
+        if at.elapsed() < std::time::Duration::from_secs(1) {
+            return counts;
+        }
+    }
+    let counts = count_tasks(c);
+    *cached = Some((std::time::Instant::now(), counts));
+    counts
+}
+
+fn count_tasks(c: &Container) -> (usize, usize) {
     let pids = c.cgroup.pids();
     let busy = pids
         .iter()
@@ -243,7 +256,7 @@ fn task_counts(c: &Container) -> (usize, usize) {
 
 /// One 5-second step of the load averages (the kernel's EXP_1, EXP_5, EXP_15).
 pub fn sample_load(c: &Container) {
-    let (busy, _) = task_counts(c);
+    let (busy, _) = count_tasks(c);
     let decay = [
         (-5.0f64 / 60.0).exp(),
         (-5.0f64 / 300.0).exp(),

@@ -38,13 +38,12 @@ mod tests {
     use super::*;
 
     fn container(id: &str) -> Container {
-        Container {
-            id: id.into(),
-            cgroup: crate::cgroup::CgroupView { paths: vec![] },
-            owner: (0, 0),
-            created: 0.0,
-            load: Default::default(),
-        }
+        Container::new(
+            id.into(),
+            crate::cgroup::CgroupView { paths: vec![] },
+            (0, 0),
+            0.0,
+        )
     }
 
     #[test]
