@@ -122,14 +122,14 @@ impl Filesystem for LodgeFs {
         ) else {
             return reply.error(Errno::ENOENT);
         };
-        let crate::files::Content::File(render) = file.content else {
-            return reply.error(Errno::EISDIR);
-        };
         let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        if writing && file.write == WritePolicy::ReadOnly {
+        if writing && matches!(file.write, WritePolicy::ReadOnly) {
             return reply.error(Errno::EACCES);
         }
-        let content = Arc::new(render(&c).into_bytes());
+        let Some(content) = c.render(file) else {
+            return reply.error(Errno::EISDIR);
+        };
+        let content = Arc::new(content.into_bytes());
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
@@ -161,6 +161,65 @@ impl Filesystem for LodgeFs {
         let start = (offset as usize).min(content.len());
         let end = (start + size as usize).min(content.len());
         reply.data(&content[start..end]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        let Some((slot, node)) = registry::decode(u64::from(ino)) else {
+            return reply.error(Errno::EACCES);
+        };
+        let (Some(c), Some(file)) = (
+            self.registry.get(slot),
+            registry::nodes().get(node).and_then(|n| n.file),
+        ) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Ok(text) = std::str::from_utf8(data) else {
+            return reply.error(Errno::EINVAL);
+        };
+        match c.write(file, text) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(errno) => reply.error(Errno::from_i32(errno)),
+        }
+    }
+
+    /// Only truncation (`echo value > knob` opens with O_TRUNC) is accepted, and changes
+    /// nothing: a knob's value is replaced whole by the next write.
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if uid.is_some() || gid.is_some() {
+            return reply.error(Errno::EPERM);
+        }
+        match self.attr(u64::from(ino)) {
+            Some(attr) => reply.attr(&TTL, &attr),
+            None => reply.error(Errno::ENOENT),
+        }
     }
 
     fn release(

@@ -158,3 +158,70 @@ fn create_fails_clearly_without_lodge_fs() {
     assert_eq!(out, "");
     rt.assert_no_residue(&id, &b);
 }
+
+#[test]
+fn proc_sys_knobs_are_per_container_and_namespaced_ones_reach_the_kernel() {
+    let rt = Runtime::system();
+    let host = |p: &str| {
+        std::fs::read_to_string(Path::new("/proc/sys").join(p))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (pid_max, file_max, forward) = (
+        host("kernel/pid_max"),
+        host("fs/file-max"),
+        host("net/ipv4/ip_forward"),
+    );
+    let (a, b) = (
+        limited(&["sleep", "100"], 128),
+        limited(&["sleep", "100"], 128),
+    );
+    let (ia, ib) = (unique_id("ksa"), unique_id("ksb"));
+    rt.ok(&["run", "-d", "--bundle", a.path(), &ia]);
+    rt.ok(&["run", "-d", "--bundle", b.path(), &ib]);
+    let sh = |id: &str, script: &str| {
+        let out = rt.run(&["exec", id, "sh", "-c", script]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let smaller = file_max.parse::<u64>().unwrap() / 2;
+    // A new network namespace starts from the host's value: write the other one.
+    let flipped = if forward == "1" { "0" } else { "1" };
+    let out = sh(
+        &ia,
+        &format!(
+            "echo 12345 > /proc/sys/kernel/pid_max; echo pid_max $(cat /proc/sys/kernel/pid_max); \
+             echo 99999999 > /proc/sys/kernel/pid_max 2>/dev/null && echo range-accepted; \
+             echo {smaller} > /proc/sys/fs/file-max; echo file_max $(cat /proc/sys/fs/file-max); \
+             echo {flipped} > /proc/sys/net/ipv4/ip_forward; echo forward $(cat /proc/sys/net/ipv4/ip_forward); \
+             echo x > /proc/sys/kernel/core_pattern 2>/dev/null && echo core-written; echo done"
+        ),
+    );
+    assert_eq!(field(&out, "pid_max"), "12345", "{out}");
+    assert!(
+        !out.contains("range-accepted"),
+        "pid_max is 1..4194304: {out}"
+    );
+    assert_eq!(field(&out, "file_max"), smaller.to_string(), "{out}");
+    assert_eq!(
+        field(&out, "forward"),
+        flipped,
+        "its own network namespace: {out}"
+    );
+    assert!(!out.contains("core-written"), "a host-only knob: {out}");
+    // The other container, and the host, keep their own.
+    let other = sh(&ib, "echo pid_max $(cat /proc/sys/kernel/pid_max); echo forward $(cat /proc/sys/net/ipv4/ip_forward)");
+    assert_eq!(field(&other, "pid_max"), pid_max, "{other}");
+    assert_eq!(field(&other, "forward"), forward, "{other}");
+    assert_eq!(host("kernel/pid_max"), pid_max);
+    assert_eq!(
+        host("fs/file-max"),
+        file_max,
+        "smaller: the host is not lowered"
+    );
+    assert_eq!(host("net/ipv4/ip_forward"), forward);
+    for (id, bundle) in [(&ia, &a), (&ib, &b)] {
+        rt.ok(&["delete", "--force", id]);
+        rt.assert_no_residue(id, bundle);
+    }
+}

@@ -3,6 +3,7 @@
 //! directory. docs/emulated-files.md lists every row with what it returns.
 
 pub mod proc;
+pub mod proc_sys;
 pub mod sys_devices_system_cpu;
 pub mod sys_devices_virtual_dmi_id;
 pub mod sys_kernel;
@@ -24,6 +25,8 @@ pub struct Container {
     pub load: Mutex<[f64; 3]>,
     /// The last count of (busy, all) tasks and when it was taken (`proc::task_counts`).
     pub tasks: Mutex<Option<(std::time::Instant, (usize, usize))>>,
+    /// Knob values written by the container, by path.
+    pub knobs: Mutex<std::collections::HashMap<&'static str, String>>,
 }
 
 impl Container {
@@ -35,15 +38,20 @@ impl Container {
             created,
             load: Mutex::new([0.0; 3]),
             tasks: Mutex::new(None),
+            knobs: Mutex::default(),
         }
     }
 }
 
-/// What a write to the file does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a write to the file does (`proc_sys.rs` explains the policies).
+#[derive(Debug, Clone, Copy)]
 pub enum WritePolicy {
     /// Opening for writing fails with EACCES (the mode says 0444).
     ReadOnly,
+    /// Checked, kept for the container only.
+    Container(fn(&str) -> bool),
+    /// Checked, kept for the container; the host's value is raised when the new one is larger.
+    RaiseHost(fn(&str) -> bool),
 }
 
 /// What a row is.
@@ -53,6 +61,8 @@ pub enum Content {
     File(fn(&Container) -> String),
     /// An empty directory (hides what the host has there).
     EmptyDir,
+    /// A knob: the container's value, the host's until the container writes one.
+    Knob,
 }
 
 pub struct EmulatedFile {
@@ -85,4 +95,45 @@ pub fn table() -> impl Iterator<Item = &'static EmulatedFile> {
         .chain(sys_devices_system_cpu::FILES)
         .chain(sys_devices_virtual_dmi_id::FILES)
         .chain(sys_kernel::FILES)
+        .chain(proc_sys::FILES)
+}
+
+impl Container {
+    /// The content of `f` for this container (a file or a knob).
+    pub fn render(&self, f: &EmulatedFile) -> Option<String> {
+        match f.content {
+            Content::File(render) => Some(render(self)),
+            Content::Knob => Some(
+                self.knobs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(f.path)
+                    .cloned()
+                    .unwrap_or_else(|| proc_sys::host_value(f.path)),
+            ),
+            Content::EmptyDir => None,
+        }
+    }
+
+    /// Applies a write of `data` to knob `f`; Err(errno) as the kernel would answer.
+    pub fn write(&self, f: &'static EmulatedFile, data: &str) -> Result<(), i32> {
+        let (check, raise) = match f.write {
+            WritePolicy::ReadOnly => return Err(libc::EACCES),
+            WritePolicy::Container(check) => (check, false),
+            WritePolicy::RaiseHost(check) => (check, true),
+        };
+        let value = data.trim_end_matches('\n');
+        if !check(value) {
+            return Err(libc::EINVAL);
+        }
+        if raise {
+            proc_sys::raise_host(f.path, value)
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        }
+        self.knobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(f.path, format!("{value}\n"));
+        Ok(())
+    }
 }

@@ -427,6 +427,15 @@ fn add_emulated_files(
         mounts.push(m);
     }
     spec.set_mounts(Some(mounts));
+    // /proc/sys is the container's own procfs, writable: the kernel applies namespaced knobs
+    // (net.*, kernel.hostname, …) to the container's namespaces and refuses host-only ones to its
+    // root, which does not own them; lodge-fs's files stand in for the host-wide knobs system
+    // software sets (tests/tests/escape.rs checks a host knob still cannot be written).
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(paths) = linux.readonly_paths_mut() {
+            paths.retain(|p| p != "/proc/sys");
+        }
+    }
     Ok(())
 }
 
