@@ -220,6 +220,26 @@ fn proc_sys_knobs_are_per_container_and_namespaced_ones_reach_the_kernel() {
         "smaller: the host is not lowered"
     );
     assert_eq!(host("net/ipv4/ip_forward"), forward);
+    // A larger value raises the host's (kube-proxy's nf_conntrack_max); put back afterwards.
+    let conntrack = "net/netfilter/nf_conntrack_max";
+    if Path::new("/proc/sys").join(conntrack).exists() {
+        let before = host(conntrack);
+        let larger = before.parse::<u64>().unwrap() + 1024;
+        let out = sh(
+            &ia,
+            &format!("echo {larger} > /proc/sys/{conntrack}; echo ct $(cat /proc/sys/{conntrack})"),
+        );
+        let raised = host(conntrack);
+        let other = sh(&ib, &format!("echo ct $(cat /proc/sys/{conntrack})"));
+        std::fs::write(Path::new("/proc/sys").join(conntrack), &before).unwrap();
+        assert_eq!(field(&out, "ct"), larger.to_string(), "{out}");
+        assert_eq!(raised, larger.to_string(), "raised on the host");
+        assert_eq!(
+            field(&other, "ct"),
+            larger.to_string(),
+            "the other container reads the host's, now larger: {other}"
+        );
+    }
     for (id, bundle) in [(&ia, &a), (&ib, &b)] {
         rt.ok(&["delete", "--force", id]);
         rt.assert_no_residue(id, bundle);

@@ -7,6 +7,7 @@ pub mod proc_sys;
 pub mod sys_devices_system_cpu;
 pub mod sys_devices_virtual_dmi_id;
 pub mod sys_kernel;
+pub mod sys_module_nf_conntrack_parameters;
 
 use std::sync::Mutex;
 
@@ -96,6 +97,7 @@ pub fn table() -> impl Iterator<Item = &'static EmulatedFile> {
         .chain(sys_devices_virtual_dmi_id::FILES)
         .chain(sys_kernel::FILES)
         .chain(proc_sys::FILES)
+        .chain(sys_module_nf_conntrack_parameters::FILES)
 }
 
 impl Container {

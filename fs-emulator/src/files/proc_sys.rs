@@ -90,6 +90,11 @@ pub const FILES: &[EmulatedFile] = &[
         "proc/sys/vm/mmap_min_addr",
         WritePolicy::Container(non_negative),
     ),
+    // Global (read-only in other network namespaces); kube-proxy raises it.
+    knob(
+        "proc/sys/net/netfilter/nf_conntrack_max",
+        WritePolicy::RaiseHost(non_negative),
+    ),
 ];
 
 /// The host's value of a knob (`path` without the leading '/').
