@@ -23,9 +23,16 @@ const TTL: Duration = Duration::from_secs(60);
 /// The size files report (see `make_attr`).
 const MAX_FILE: u64 = 1 << 20;
 
+/// An open file: its content, and whether nobody has read it yet (a read at offset 0 after the
+/// first one renders the file again: `top` keeps /proc/stat open and rereads it from the start).
+struct Handle {
+    content: Arc<Vec<u8>>,
+    fresh: bool,
+}
+
 pub struct LodgeFs {
     pub registry: Arc<Registry>,
-    handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    handles: Mutex<HashMap<u64, Handle>>,
     next_handle: AtomicU64,
 }
 
@@ -36,6 +43,14 @@ impl LodgeFs {
             handles: Mutex::default(),
             next_handle: AtomicU64::new(1),
         }
+    }
+
+    /// The current content of a file inode.
+    fn render(&self, ino: u64) -> Option<Vec<u8>> {
+        let (slot, node) = registry::decode(ino)?;
+        let c = self.registry.get(slot)?;
+        let file = registry::nodes().get(node)?.file?;
+        c.render(file).map(String::into_bytes)
     }
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
@@ -134,14 +149,20 @@ impl Filesystem for LodgeFs {
         self.handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, content);
+            .insert(
+                fh,
+                Handle {
+                    content,
+                    fresh: true,
+                },
+            );
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -149,14 +170,30 @@ impl Filesystem for LodgeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let content = self
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&fh.0)
-            .cloned();
-        let Some(content) = content else {
-            return reply.error(Errno::EBADF);
+        let (content, reread) = {
+            let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(h) = handles.get_mut(&fh.0) else {
+                return reply.error(Errno::EBADF);
+            };
+            let reread = offset == 0 && !h.fresh;
+            h.fresh = false;
+            (h.content.clone(), reread)
+        };
+        // Rendered outside the lock: other readers go on meanwhile.
+        let content = match reread.then(|| self.render(u64::from(ino))).flatten() {
+            Some(new) => {
+                let new = Arc::new(new);
+                if let Some(h) = self
+                    .handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&fh.0)
+                {
+                    h.content = new.clone();
+                }
+                new
+            }
+            None => content,
         };
         let start = (offset as usize).min(content.len());
         let end = (start + size as usize).min(content.len());

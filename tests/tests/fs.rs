@@ -93,6 +93,17 @@ fn readers_outlive_a_deleted_container_and_strangers_get_nothing() {
     rt.ok(&["run", "-d", "--bundle", b.path(), &id]);
     let path = Path::new(MOUNT).join(&id).join("proc/meminfo");
     let mut open = std::fs::File::open(&path).unwrap();
+    // Read again from the start of the same open file (as top rereads /proc/stat): rendered
+    // anew, so uptime moves on.
+    let mut first = String::new();
+    let mut uptime = std::fs::File::open(Path::new(MOUNT).join(&id).join("proc/uptime")).unwrap();
+    uptime.read_to_string(&mut first).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::io::Seek::seek(&mut uptime, std::io::SeekFrom::Start(0)).unwrap();
+    let mut second = String::new();
+    uptime.read_to_string(&mut second).unwrap();
+    let secs = |s: &str| s.split_whitespace().next().unwrap().parse::<f64>().unwrap();
+    assert!(secs(&second) >= secs(&first) + 1.0, "{first} then {second}");
     rt.ok(&["delete", "--force", &id]);
     let mut content = String::new();
     open.read_to_string(&mut content).unwrap();
