@@ -345,3 +345,70 @@ fn diskstats(c: &Container) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::CgroupView;
+
+    /// A cgroup v2 tree in a temporary directory: root → lodge → c (the container).
+    fn v2_tree(name: &str) -> std::path::PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("lodge-fs-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let c = root.join("lodge/c");
+        std::fs::create_dir_all(&c).unwrap();
+        let w = |p: &std::path::Path, f: &str, v: &str| std::fs::write(p.join(f), v).unwrap();
+        w(&root, "memory.max", "max\n");
+        w(
+            &root.join("lodge"),
+            "memory.max",
+            &format!("{}\n", 256u64 << 20),
+        );
+        w(&c, "memory.max", "max\n");
+        w(&c, "memory.current", &format!("{}\n", 100u64 << 20));
+        w(
+            &c,
+            "memory.stat",
+            "anon 52428800\nfile 41943040\nactive_anon 1048576\ninactive_anon 51380224\n\
+             active_file 20971520\ninactive_file 20971520\nslab_reclaimable 1048576\n\
+             slab_unreclaimable 2097152\nshmem 0\n",
+        );
+        w(&c, "cpu.max", "150000 100000\n");
+        c
+    }
+
+    #[test]
+    fn meminfo_from_a_v2_cgroup() {
+        let c = v2_tree("mem");
+        let view = Container::new(
+            "t".into(),
+            CgroupView {
+                paths: vec![c.clone()],
+            },
+            (0, 0),
+            0.0,
+        );
+        let text = meminfo(&view);
+        let kb = |k: &str| kib_field(&text, k).unwrap();
+        assert_eq!(kb("MemTotal"), 262144, "the lowest limit up the tree");
+        assert_eq!(kb("MemFree"), 262144 - 102400);
+        assert_eq!(kb("MemAvailable"), 262144 - 102400 + 20480 + 20480 + 1024);
+        assert_eq!(kb("Cached"), 40960);
+        assert_eq!(kb("AnonPages"), 51200);
+        assert_eq!(kb("SwapTotal"), 0);
+        let _ = std::fs::remove_dir_all(c.parent().unwrap().parent().unwrap());
+    }
+
+    #[test]
+    fn cpus_from_the_quota() {
+        let c = v2_tree("cpu");
+        let view = CgroupView {
+            paths: vec![c.clone()],
+        };
+        let host = crate::cgroup::host_online_cpus();
+        // ceil(150000 / 100000) = 2, never more than the host has.
+        assert_eq!(view.cpus().len(), host.len().min(2));
+        let _ = std::fs::remove_dir_all(c.parent().unwrap().parent().unwrap());
+    }
+}
