@@ -29,3 +29,15 @@ if ! [ -s "$debian_image" ]; then
     mv "$debian_image.tmp" "$debian_image"
     rm -rf --one-file-system "$tmp"
 fi
+
+# A Debian image with systemd for the system-container boot test (same way, once per machine).
+systemd_image=/var/tmp/lodge-tests/images/debian-bookworm-systemd.tar
+if ! [ -s "$systemd_image" ]; then
+    echo "== building $systemd_image (debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps bookworm)"
+    tmp=$(mktemp -d /var/tmp/lodge-debootstrap.XXXXXX)
+    mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps bookworm "$tmp" "${mirror:-http://deb.debian.org/debian}" >/dev/null
+    tar -C "$tmp" -cf "$systemd_image.tmp" .
+    mv "$systemd_image.tmp" "$systemd_image"
+    rm -rf --one-file-system "$tmp"
+fi

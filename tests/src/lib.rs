@@ -83,7 +83,30 @@ pub struct Bundle {
 impl Bundle {
     /// A bundle with `lodge-runc spec`'s config, terminal off, running `args`.
     pub fn new(args: &[&str]) -> Bundle {
-        let dir = fresh_bundle_dir("b");
+        Self::in_dir(fresh_bundle_dir("b"), args)
+    }
+
+    /// A bundle whose rootfs is an image tarball (tests/setup.sh builds them with debootstrap).
+    pub fn from_image(tar: &Path, args: &[&str]) -> Bundle {
+        assert!(
+            tar.exists(),
+            "{} is missing: tests/setup.sh builds it",
+            tar.display()
+        );
+        let dir = Path::new(WORK).join("bundles").join(unique_id("img"));
+        fs::create_dir_all(dir.join("rootfs")).unwrap();
+        let st = Command::new("tar")
+            .arg("-xf")
+            .arg(tar)
+            .arg("-C")
+            .arg(dir.join("rootfs"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "extracting {}", tar.display());
+        Self::in_dir(dir, args)
+    }
+
+    fn in_dir(dir: PathBuf, args: &[&str]) -> Bundle {
         let out = Command::new(runtime_bin())
             .arg("spec")
             .arg("--bundle")
