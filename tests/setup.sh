@@ -25,6 +25,7 @@ if ! [ -s "$debian_image" ]; then
     tmp=$(mktemp -d /var/tmp/lodge-debootstrap.XXXXXX)
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
     debootstrap --variant=minbase --include=procps bookworm "$tmp" "${mirror:-http://deb.debian.org/debian}" >/dev/null
+    chmod 755 "$tmp" # mktemp's 0700 would become the image's /
     tar -C "$tmp" -cf "$debian_image.tmp" .
     mv "$debian_image.tmp" "$debian_image"
     rm -rf --one-file-system "$tmp"
@@ -37,6 +38,7 @@ if ! [ -s "$systemd_image" ]; then
     tmp=$(mktemp -d /var/tmp/lodge-debootstrap.XXXXXX)
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
     debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps bookworm "$tmp" "${mirror:-http://deb.debian.org/debian}" >/dev/null
+    chmod 755 "$tmp"
     tar -C "$tmp" -cf "$systemd_image.tmp" .
     mv "$systemd_image.tmp" "$systemd_image"
     rm -rf --one-file-system "$tmp"
