@@ -31,15 +31,18 @@ if ! [ -s "$debian_image" ]; then
     rm -rf --one-file-system "$tmp"
 fi
 
-# A Debian image with systemd for the system-container boot test (same way, once per machine).
-systemd_image=/var/tmp/lodge-tests/images/debian-bookworm-systemd.tar
-if ! [ -s "$systemd_image" ]; then
-    echo "== building $systemd_image (debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps bookworm)"
+# Debian images with systemd (the boot test) and with systemd and Docker (Docker inside a system
+# container), built the same way, once per machine.
+build_image() { # build_image FILE PACKAGES
+    [ -s "$1" ] && return 0
+    echo "== building $1 (debootstrap --variant=minbase --include=$2 bookworm)"
     tmp=$(mktemp -d /var/tmp/lodge-debootstrap.XXXXXX)
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps bookworm "$tmp" "${mirror:-http://deb.debian.org/debian}" >/dev/null
+    debootstrap --variant=minbase --include="$2" bookworm "$tmp" "${mirror:-http://deb.debian.org/debian}" >/dev/null
     chmod 755 "$tmp"
-    tar -C "$tmp" -cf "$systemd_image.tmp" .
-    mv "$systemd_image.tmp" "$systemd_image"
+    tar -C "$tmp" -cf "$1.tmp" .
+    mv "$1.tmp" "$1"
     rm -rf --one-file-system "$tmp"
-fi
+}
+build_image /var/tmp/lodge-tests/images/debian-bookworm-systemd.tar systemd,systemd-sysv,dbus,procps
+build_image /var/tmp/lodge-tests/images/debian-bookworm-docker.tar systemd,systemd-sysv,dbus,procps,docker.io,iptables
