@@ -55,7 +55,9 @@ impl LodgeFs {
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
         if ino == ROOT_INO {
-            return Some(make_attr(ino, FileType::Directory, 0o755, (0, 0)));
+            // Host users have no business with containers' views; containers reach their files
+            // through their bind mounts, never through this directory.
+            return Some(make_attr(ino, FileType::Directory, 0o700, (0, 0)));
         }
         let (slot, node) = registry::decode(ino)?;
         let c = self.registry.get(slot)?;
