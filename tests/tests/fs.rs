@@ -116,6 +116,18 @@ fn readers_outlive_a_deleted_container_and_strangers_get_nothing() {
         "gone once unregistered"
     );
     assert!(std::fs::File::open(Path::new(MOUNT).join("no-such-container/proc/meminfo")).is_err());
+    // Host users other than root cannot browse the containers' views.
+    let nobody = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "ls",
+            MOUNT,
+        ])
+        .output()
+        .unwrap();
+    assert!(!nobody.status.success(), "a host user listed {MOUNT}");
     rt.assert_no_residue(&id, &b);
 }
 
