@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use lodge_ipc::fs::{Request, Response};
 
+use super::rss_kib;
+
 const FILES: &[&str] = &["meminfo", "cpuinfo", "stat", "uptime", "loadavg"];
 const WINDOW: Duration = Duration::from_millis(700);
 
@@ -22,9 +24,11 @@ impl Drop for Daemon {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
+        // Usually gone already: both daemons unmount on SIGTERM.
         let _ = Command::new("umount")
             .arg("-l")
             .arg(&self.mountpoint)
+            .stderr(Stdio::null())
             .status();
     }
 }
@@ -85,15 +89,6 @@ fn reads_per_second(path: &Path, threads: usize) -> f64 {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     counts.iter().sum::<u64>() as f64 / WINDOW.as_secs_f64()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn register(socket: &Path, id: &str, paths: &[PathBuf]) {

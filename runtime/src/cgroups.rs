@@ -910,6 +910,11 @@ impl Cgroup {
     }
 }
 
+/// Moves the calling thread's process into v1 cgroup `dir` (see `Cgroup::split_self_join`).
+pub fn join_self(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join("tasks"), "0")
+}
+
 /// The delegated child of a system container's cgroup in each v1 hierarchy.
 pub const DELEGATED_V1: &str = "delegated";
 

@@ -108,16 +108,18 @@ fn create_in(
         .unwrap_or_default();
     let env_len = env.len();
     let knobs = crate::knobs::take(&mut env)?;
-    // Only a spec with knobs changes: the common case keeps the config exactly as read.
-    let rewritten =
-        env.len() != env_len || Mode::decide(g.syscont_default, knobs.syscont) != Mode::Plain;
+    let mode = Mode::decide(g.syscont_default, knobs.syscont);
+    // Only a spec with knobs or a rewrite changes: a plain one keeps the config exactly as read.
+    let rewritten = env.len() != env_len || mode != Mode::Plain;
     if rewritten {
         if let Some(p) = spec.process_mut() {
             p.set_env(Some(env));
         }
     }
+    // Resolved once (the rewrite leaves cgroupsPath alone): lodge-fs needs the paths too.
+    let layout = Layout::detect()?;
+    let cg = Cgroup::resolve(&layout, &cgroups_path(g, id, &spec)?)?;
     let mut rootfs_idmap = RootfsIdmap::None;
-    let mode = Mode::decide(g.syscont_default, knobs.syscont);
     if mode != Mode::Plain || knobs.special_volumes {
         // Both need lodge-mgr before the clone: the range for the ID maps, the rootfs to preload
         // volumes from. Registered now (pid 0); updated once init exists.
@@ -139,7 +141,7 @@ fn create_in(
         if let Some(socket) = &g.fs_socket {
             // Set first: a failure after the request still unregisters.
             undo.fs_registered = true;
-            add_emulated_files(g, socket, id, &mut spec)?;
+            add_emulated_files(socket, id, &cg.paths, &mut spec)?;
         }
     }
     let spec = &spec;
@@ -150,8 +152,6 @@ fn create_in(
         dir.save_config(&loaded.raw)?;
     }
     let plan = Plan::new(spec)?;
-    let layout = Layout::detect()?;
-    let cg = Cgroup::resolve(&layout, &cgroups_path(g, id, spec)?)?;
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     cg.create(resources)?;
     undo.cgroup = Some(cg.clone());
@@ -410,13 +410,12 @@ fn id_range(
 /// (after the spec's own mounts, so over its /proc and /sys). They are never ID-mapped: FUSE
 /// shows them owned by the container's root already.
 fn add_emulated_files(
-    g: &Globals,
     socket: &Path,
     id: &str,
+    cgroup_paths: &[PathBuf],
     spec: &mut oci_spec::runtime::Spec,
 ) -> Result<()> {
-    let cg = Cgroup::resolve(&Layout::detect()?, &cgroups_path(g, id, spec)?)?;
-    let emulated = crate::fs_client::register(socket, id, cg.paths, root_owner(spec))?;
+    let emulated = crate::fs_client::register(socket, id, cgroup_paths.to_vec(), root_owner(spec))?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for e in emulated {
         let mut m = oci_spec::runtime::Mount::default();

@@ -122,7 +122,7 @@ fn enter(args: &ExecArgs, self_join: &[std::path::PathBuf], chan: &Channel) -> R
     for dir in self_join {
         ctx(
             &format!("joining cgroup {}", dir.display()),
-            std::fs::write(dir.join("tasks"), "0"),
+            crate::cgroups::join_self(dir),
         )?;
     }
     let mut in_userns = false;

@@ -92,7 +92,7 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
     for dir in args.cgroup_self_join {
         ctx(
             &format!("joining cgroup {}", dir.display()),
-            std::fs::write(dir.join("tasks"), "0"),
+            crate::cgroups::join_self(dir),
         )?;
     }
     if plan.userns {
