@@ -62,8 +62,9 @@ fn boot(rt: &Runtime, b: &Bundle, id: &str) -> String {
     loop {
         let out = rt.run(&["exec", id, "systemctl", "is-system-running"]);
         let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !matches!(state.as_str(), "initializing" | "starting" | "") || Instant::now() > deadline
-        {
+        // "offline": systemctl could not reach systemd yet (its private socket is not up).
+        let booting = matches!(state.as_str(), "initializing" | "starting" | "offline" | "");
+        if !booting || Instant::now() > deadline {
             return state;
         }
         std::thread::sleep(Duration::from_millis(200));
