@@ -5,4 +5,5 @@ pub mod cgroup;
 pub mod files;
 pub mod fusefs;
 pub mod registry;
+pub mod seccomp;
 pub mod server;

@@ -19,6 +19,12 @@ struct Cli {
     /// Where the FUSE filesystem is mounted (one directory per container)
     #[arg(long, default_value = "/var/lib/lodge-fs")]
     mountpoint: PathBuf,
+    /// Where the seccomp agent takes containers' listener fds (`linux.seccomp.listenerPath`)
+    #[arg(long, default_value = lodge_fs::seccomp::DEFAULT_SOCKET)]
+    seccomp_socket: PathBuf,
+    /// Run without the seccomp agent: containers' mount calls are not trapped
+    #[arg(long)]
+    no_seccomp: bool,
     /// FUSE worker threads
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -77,12 +83,24 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("mounting FUSE at {}", cli.mountpoint.display()))?;
     let listener = server::listen(&cli.socket)
         .with_context(|| format!("listening on {}", cli.socket.display()))?;
-    {
-        let registry = registry.clone();
-        let mountpoint = cli.mountpoint.clone();
-        let notifier = Some(session.notifier());
-        std::thread::spawn(move || server::serve(listener, registry, mountpoint, notifier));
-    }
+    let agent_socket = if cli.no_seccomp {
+        None
+    } else {
+        let agent =
+            lodge_fs::seccomp::Agent::new(&cli.mountpoint).context("starting the seccomp agent")?;
+        let agent_listener = server::listen(&cli.seccomp_socket)
+            .with_context(|| format!("listening on {}", cli.seccomp_socket.display()))?;
+        let agent = Arc::new(agent);
+        std::thread::spawn(move || lodge_fs::seccomp::serve(agent_listener, agent));
+        Some(cli.seccomp_socket.clone())
+    };
+    let server = Arc::new(server::Server {
+        registry: registry.clone(),
+        mountpoint: cli.mountpoint.clone(),
+        notifier: Some(session.notifier()),
+        listener: agent_socket.clone(),
+    });
+    std::thread::spawn(move || server::serve(listener, server));
     {
         let registry = registry.clone();
         std::thread::spawn(move || loop {
@@ -97,6 +115,9 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(signal = sig, "stopping");
     drop(session);
     let _ = std::fs::remove_file(&cli.socket);
+    if let Some(s) = agent_socket {
+        let _ = std::fs::remove_file(s);
+    }
     Ok(())
 }
 

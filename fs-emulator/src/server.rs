@@ -3,7 +3,7 @@
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,35 +27,31 @@ pub fn listen(socket: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub fn serve(
-    listener: UnixListener,
-    registry: Arc<Registry>,
-    mountpoint: PathBuf,
-    notifier: Option<fuser::Notifier>,
-) {
+/// What answering registrations needs.
+pub struct Server {
+    pub registry: Arc<Registry>,
+    pub mountpoint: PathBuf,
+    pub notifier: Option<fuser::Notifier>,
+    /// The seccomp agent's socket, told to lodge-runc at registration.
+    pub listener: Option<PathBuf>,
+}
+
+pub fn serve(listener: UnixListener, server: Arc<Server>) {
     for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let registry = registry.clone();
-        let mountpoint = mountpoint.clone();
-        let notifier = notifier.clone();
+        let Ok(mut conn) = conn else { continue };
+        let server = server.clone();
         std::thread::spawn(move || {
-            if let Err(e) = handle(conn, &registry, &mountpoint, notifier.as_ref()) {
+            let handled = lodge_ipc::read_frame(&mut conn)
+                .map_err(anyhow::Error::from)
+                .and_then(|req| {
+                    let resp = server.answer(req);
+                    Ok(lodge_ipc::write_frame(&mut conn, &resp)?)
+                });
+            if let Err(e) = handled {
                 tracing::debug!(error = %e, "registration connection");
             }
         });
     }
-}
-
-fn handle(
-    mut conn: UnixStream,
-    registry: &Registry,
-    mountpoint: &Path,
-    notifier: Option<&fuser::Notifier>,
-) -> anyhow::Result<()> {
-    let req: Request = lodge_ipc::read_frame(&mut conn)?;
-    let resp = answer(req, registry, mountpoint, notifier);
-    lodge_ipc::write_frame(&mut conn, &resp)?;
-    Ok(())
 }
 
 /// Drops the kernel's cached entry for a container's directory (it changed or went away).
@@ -68,57 +64,59 @@ fn invalidate(notifier: Option<&fuser::Notifier>, id: &str) {
     }
 }
 
-pub fn answer(
-    req: Request,
-    registry: &Registry,
-    mountpoint: &Path,
-    notifier: Option<&fuser::Notifier>,
-) -> Response {
-    match req {
-        Request::Register {
-            id,
-            cgroup_paths,
-            owner,
-            created,
-        } => {
-            if id.is_empty() || id.contains('/') || id.starts_with('.') {
-                return Response::Error {
-                    message: format!("invalid container id {id:?}"),
-                };
-            }
-            // Only over what the host has: the container's /sys mirrors the host's, and a
-            // mount point cannot be made in sysfs.
-            let mounts = files::table()
-                .filter(|f| Path::new("/").join(f.path).exists())
-                .map(|f| EmulatedMount {
-                    source: mountpoint.join(&id).join(f.path),
-                    destination: PathBuf::from("/").join(f.path),
-                })
-                .collect();
-            registry.register(Container::new(
-                id.clone(),
-                CgroupView {
-                    paths: cgroup_paths,
-                },
+impl Server {
+    pub fn answer(&self, req: Request) -> Response {
+        let (registry, mountpoint, notifier) =
+            (&self.registry, &self.mountpoint, self.notifier.as_ref());
+        match req {
+            Request::Register {
+                id,
+                cgroup_paths,
                 owner,
                 created,
-            ));
-            invalidate(notifier, &id);
-            tracing::info!(id, "registered");
-            Response::Registered { mounts }
-        }
-        Request::Unregister { id } => {
-            if registry.unregister(&id) {
+            } => {
+                if id.is_empty() || id.contains('/') || id.starts_with('.') {
+                    return Response::Error {
+                        message: format!("invalid container id {id:?}"),
+                    };
+                }
+                // Only over what the host has: the container's /sys mirrors the host's, and a
+                // mount point cannot be made in sysfs.
+                let mounts = files::table()
+                    .filter(|f| Path::new("/").join(f.path).exists())
+                    .map(|f| EmulatedMount {
+                        source: mountpoint.join(&id).join(f.path),
+                        destination: PathBuf::from("/").join(f.path),
+                    })
+                    .collect();
+                registry.register(Container::new(
+                    id.clone(),
+                    CgroupView {
+                        paths: cgroup_paths,
+                    },
+                    owner,
+                    created,
+                ));
                 invalidate(notifier, &id);
-                tracing::info!(id, "unregistered");
+                tracing::info!(id, "registered");
+                Response::Registered {
+                    mounts,
+                    listener: self.listener.clone(),
+                }
             }
-            // Unknown ids are fine: delete may run twice, or after a lodge-fs restart.
-            Response::Ok
+            Request::Unregister { id } => {
+                if registry.unregister(&id) {
+                    invalidate(notifier, &id);
+                    tracing::info!(id, "unregistered");
+                }
+                // Unknown ids are fine: delete may run twice, or after a lodge-fs restart.
+                Response::Ok
+            }
+            Request::Status => Response::Status {
+                version: env!("CARGO_PKG_VERSION").into(),
+                mountpoint: mountpoint.to_path_buf(),
+                containers: registry.len(),
+            },
         }
-        Request::Status => Response::Status {
-            version: env!("CARGO_PKG_VERSION").into(),
-            mountpoint: mountpoint.to_path_buf(),
-            containers: registry.len(),
-        },
     }
 }

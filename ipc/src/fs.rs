@@ -37,6 +37,10 @@ pub struct EmulatedMount {
 pub enum Response {
     Registered {
         mounts: Vec<EmulatedMount>,
+        /// The seccomp agent's `listenerPath`, when lodge-fs runs one: lodge-runc traps the
+        /// container's mount calls and hands their listener there.
+        #[serde(default)]
+        listener: Option<PathBuf>,
     },
     Status {
         version: String,

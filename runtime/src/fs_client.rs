@@ -34,13 +34,21 @@ fn ask(socket: &Path, req: &Request) -> Result<Response, FsError> {
     })
 }
 
-/// Registers a container; returns the emulated files to bind-mount into it.
+/// What lodge-fs gives a registered container.
+pub struct Registration {
+    /// The emulated files to bind-mount into it.
+    pub mounts: Vec<EmulatedMount>,
+    /// The seccomp agent's socket, if lodge-fs runs one.
+    pub listener: Option<PathBuf>,
+}
+
+/// Registers a container.
 pub fn register(
     socket: &Path,
     id: &str,
     cgroup_paths: Vec<PathBuf>,
     owner: (u32, u32),
-) -> Result<Vec<EmulatedMount>, FsError> {
+) -> Result<Registration, FsError> {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -52,7 +60,7 @@ pub fn register(
         created,
     };
     match ask(socket, &req)? {
-        Response::Registered { mounts } => Ok(mounts),
+        Response::Registered { mounts, listener } => Ok(Registration { mounts, listener }),
         other => Err(FsError::Refused(format!("unexpected answer {other:?}"))),
     }
 }

@@ -31,6 +31,14 @@ pub enum SysContError {
     SharedNamespace(&'static str),
     #[error("ID mappings of a system container: {0}")]
     Mappings(String),
+    #[error(
+        "the spec's seccomp profile hands calls to its own agent ({0}), but a system container's \
+         mount calls go to lodge-fs and a process can have only one listener: run it with \
+         LODGE_SYSCONT_MODE=FALSE, or lodge-runc --no-fs"
+    )]
+    OwnListener(String),
+    #[error("the seccomp profile with the mount trap is invalid: {0}")]
+    Seccomp(String),
 }
 
 const PRIVATE: &[(LinuxNamespaceType, &str)] = &[
@@ -278,6 +286,52 @@ fn allow_system_syscalls(linux: &mut oci_spec::runtime::Linux) {
         }
         Err(e) => tracing::warn!(error = %e, "seccomp profile left as given"),
     }
+}
+
+/// The calls lodge-fs's seccomp agent answers for a system container (docs/syscall-interception.md):
+/// new procfs and sysfs mounts get the container's emulation, and the container's initial
+/// masks and read-only mounts cannot be undone. ("umount" is the name of umount2 on some
+/// architectures; names the kernel here lacks are skipped.)
+pub const TRAPPED_SYSCALLS: &[&str] = &[
+    "mount",
+    "umount",
+    "umount2",
+    "move_mount",
+    "mount_setattr",
+    "openat2",
+];
+
+/// Makes the spec's seccomp profile (or an allow-all one, when it has none) hand
+/// `TRAPPED_SYSCALLS` to the agent at `listener`. Runs after `allow_system_syscalls`: the trap
+/// replaces whatever the profile said of those calls.
+pub fn trap_mount_calls(spec: &mut Spec, listener: &Path) -> Result<(), SysContError> {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut v = match linux.seccomp() {
+        Some(s) => {
+            if let Some(own) = s.listener_path() {
+                return Err(SysContError::OwnListener(own.display().to_string()));
+            }
+            serde_json::to_value(s).unwrap_or_default()
+        }
+        None => serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"}),
+    };
+    let mut rules: Vec<Value> = v["syscalls"].as_array().cloned().unwrap_or_default();
+    for rule in rules.iter_mut() {
+        if let Some(names) = rule["names"].as_array_mut() {
+            names.retain(|n| !n.as_str().is_some_and(|n| TRAPPED_SYSCALLS.contains(&n)));
+        }
+    }
+    rules.retain(|r| r["names"].as_array().is_some_and(|n| !n.is_empty()));
+    rules.push(serde_json::json!({
+        "names": TRAPPED_SYSCALLS,
+        "action": "SCMP_ACT_NOTIFY",
+    }));
+    v["syscalls"] = Value::Array(rules);
+    v["listenerPath"] = listener.display().to_string().into();
+    let seccomp = serde_json::from_value(v).map_err(|e| SysContError::Seccomp(e.to_string()))?;
+    linux.set_seccomp(Some(seccomp));
+    spec.set_linux(Some(linux));
+    Ok(())
 }
 
 /// Docker asks for `net.ipv4.ping_group_range = 0 2147483647`; in a user namespace the kernel

@@ -415,9 +415,10 @@ fn add_emulated_files(
     cgroup_paths: &[PathBuf],
     spec: &mut oci_spec::runtime::Spec,
 ) -> Result<()> {
-    let emulated = crate::fs_client::register(socket, id, cgroup_paths.to_vec(), root_owner(spec))?;
+    let registration =
+        crate::fs_client::register(socket, id, cgroup_paths.to_vec(), root_owner(spec))?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
-    for e in emulated {
+    for e in registration.mounts {
         let mut m = oci_spec::runtime::Mount::default();
         m.set_destination(e.destination);
         m.set_typ(Some("bind".into()));
@@ -434,6 +435,9 @@ fn add_emulated_files(
         if let Some(paths) = linux.readonly_paths_mut() {
             paths.retain(|p| p != "/proc/sys");
         }
+    }
+    if let Some(listener) = registration.listener {
+        crate::syscont::trap_mount_calls(spec, &listener)?;
     }
     Ok(())
 }

@@ -81,6 +81,7 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
     }
     let args = ExecArgs {
         id,
+        init_pid: st.init_pid,
         bundle: &st.bundle,
         process: &process,
         seccomp,

@@ -45,8 +45,9 @@ pub fn namespaces_of(pid: i32) -> Result<Vec<(CloneFlags, OwnedFd)>, ProcessErro
 }
 
 pub struct ExecArgs<'a> {
-    /// For the seccomp listener's state message.
+    /// For the seccomp listener's state message: the container and its init's pid.
     pub id: &'a str,
+    pub init_pid: i32,
     pub bundle: &'a std::path::Path,
     pub process: &'a Process,
     pub seccomp: Option<&'a LinuxSeccomp>,
@@ -97,7 +98,7 @@ pub fn spawn(args: &ExecArgs, cgroup: &Cgroup) -> Result<i32, ProcessError> {
             {
                 let state = serde_json::json!({
                     "ociVersion": crate::OCI_SPEC_VERSION, "id": args.id, "status": "running",
-                    "pid": pid, "bundle": args.bundle,
+                    "pid": args.init_pid, "bundle": args.bundle,
                 });
                 crate::seccomp::send_to_listener(seccomp, fd.as_raw_fd(), pid, state)?;
                 parent_end

@@ -1,0 +1,537 @@
+//! The seccomp agent: lodge-runc traps mount, umount2, move_mount, mount_setattr and openat2 in
+//! every system container (SCMP_ACT_NOTIFY) and hands each process's listener fd to lodge-fs
+//! over the runtime-spec's `listenerPath` protocol (the state as JSON, the fd with SCM_RIGHTS).
+//!
+//! One thread per listener fd answers its notifications in order; none forks. For each call it
+//! reads the arguments from the caller's memory, checks the notification is still live, and
+//! then either lets the kernel run the call as made (most calls), refuses it with the errno the
+//! kernel would give (the immutable initial mounts, `policy`), or does the work itself: a new
+//! procfs or sysfs with the container's emulation on it (`newfs`), an openat2 that would fail
+//! with EXDEV only because of a lodge-fs file (the fd is opened here and injected).
+
+mod mountinfo;
+mod newfs;
+mod notif;
+pub mod policy;
+mod sys;
+mod view;
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+
+use mountinfo::Table;
+use notif::{Listener, Notification};
+use policy::{Initial, Verdict};
+use view::{HostView, PathArg};
+
+/// Where the agent listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/lodge/seccomp.sock";
+
+/// What the agent knows of one container.
+struct Tracked {
+    id: String,
+    init_pid: i32,
+    initial: Initial,
+}
+
+pub struct Agent {
+    host: HostView,
+    /// st_dev of lodge-fs's own files.
+    emulated_dev: u64,
+    containers: Mutex<HashMap<String, Weak<Tracked>>>,
+}
+
+impl Agent {
+    pub fn new(emulated_root: &Path) -> io::Result<Agent> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(Agent {
+            host: HostView::open()?,
+            emulated_dev: std::fs::metadata(emulated_root)?.dev(),
+            containers: Mutex::default(),
+        })
+    }
+
+    /// The container `id` whose init is `init_pid`; its initial mounts are read the first time,
+    /// before its init runs anything (the runtime waits for the hand-over).
+    fn track(&self, id: &str, init_pid: i32) -> io::Result<Arc<Tracked>> {
+        let mut map = self.containers.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, t| t.strong_count() > 0);
+        if let Some(t) = map.get(id).and_then(Weak::upgrade) {
+            if t.init_pid == init_pid {
+                return Ok(t);
+            }
+        }
+        let table = Table {
+            mounts: mountinfo::read(init_pid)?,
+        };
+        let t = Arc::new(Tracked {
+            id: id.to_string(),
+            init_pid,
+            initial: Initial::from_table(&table),
+        });
+        map.insert(id.to_string(), Arc::downgrade(&t));
+        Ok(t)
+    }
+}
+
+pub fn serve(listener: UnixListener, agent: Arc<Agent>) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let agent = agent.clone();
+        std::thread::spawn(move || match accept(&agent, conn) {
+            Ok((tracked, listener)) => serve_listener(&agent, &tracked, &listener),
+            Err(e) => tracing::warn!(error = %e, "seccomp listener hand-over refused"),
+        });
+    }
+}
+
+/// Reads the hand-over: the state JSON and the listener fd.
+fn accept(agent: &Agent, conn: UnixStream) -> io::Result<(Arc<Tracked>, Listener)> {
+    let (mut data, fd) = sys_recv_fd(&conn)?;
+    (&conn).read_to_end(&mut data)?;
+    let fd = fd.ok_or_else(|| io::Error::other("no fd attached"))?;
+    let msg: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|e| io::Error::other(format!("bad state: {e}")))?;
+    let id = msg["state"]["id"].as_str().unwrap_or_default();
+    let init_pid = msg["state"]["pid"].as_i64().unwrap_or(0) as i32;
+    if id.is_empty() || init_pid <= 0 {
+        return Err(io::Error::other("state without id or pid"));
+    }
+    let tracked = agent.track(id, init_pid)?;
+    tracing::debug!(id, pid = msg["pid"].as_i64(), "seccomp listener");
+    Ok((tracked, Listener::new(fd)))
+}
+
+fn sys_recv_fd(conn: &UnixStream) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let mut buf = vec![0u8; 65536];
+    let mut cmsg = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr over local buffers that outlive the call.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = cmsg.len() as _;
+        let n = libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut fd = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32);
+                fd = Some(OwnedFd::from_raw_fd(raw));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        buf.truncate(n as usize);
+        (buf, fd)
+    };
+    Ok(n)
+}
+
+fn serve_listener(agent: &Agent, tracked: &Tracked, listener: &Listener) {
+    if let Err(e) = HostView::prepare_thread() {
+        tracing::error!(error = %e, "agent thread cannot leave the shared fs_struct");
+        return;
+    }
+    loop {
+        let n = match listener.recv() {
+            Ok(Some(n)) => n,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(id = tracked.id, error = %e, "seccomp listener");
+                break;
+            }
+        };
+        let call = Call {
+            agent,
+            tracked,
+            listener,
+            n,
+        };
+        call.answer();
+    }
+}
+
+/// One trapped syscall being answered.
+struct Call<'a> {
+    agent: &'a Agent,
+    tracked: &'a Tracked,
+    listener: &'a Listener,
+    n: Notification,
+}
+
+/// How a call ends.
+enum Outcome {
+    /// The kernel runs it as made.
+    Continue,
+    Errno(i32),
+    Value(i64),
+    /// Already answered (an injected fd), or the caller is gone.
+    Done,
+}
+
+impl From<Verdict> for Outcome {
+    fn from(v: Verdict) -> Outcome {
+        match v {
+            Verdict::Allow => Outcome::Continue,
+            Verdict::Fail(e) => Outcome::Errno(e),
+        }
+    }
+}
+
+fn errno(e: io::Error) -> Outcome {
+    Outcome::Errno(e.raw_os_error().unwrap_or(libc::EINVAL))
+}
+
+macro_rules! try_call {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return errno(e),
+        }
+    };
+}
+
+impl Call<'_> {
+    fn answer(&self) {
+        let outcome = if self.n.arch != notif::NATIVE_ARCH {
+            Outcome::Continue
+        } else {
+            match self.n.nr {
+                libc::SYS_mount => self.mount(),
+                libc::SYS_umount2 => self.umount(),
+                libc::SYS_move_mount => self.move_mount(),
+                libc::SYS_mount_setattr => self.mount_setattr(),
+                libc::SYS_openat2 => self.openat2(),
+                _ => Outcome::Continue,
+            }
+        };
+        let id = self.n.id;
+        match outcome {
+            Outcome::Continue => self.listener.allow(id),
+            Outcome::Errno(e) => self.listener.fail(id, e),
+            Outcome::Value(v) => self.listener.succeed(id, v),
+            Outcome::Done => {}
+        }
+    }
+
+    fn tid(&self) -> i32 {
+        self.n.pid
+    }
+
+    fn arg(&self, i: usize) -> u64 {
+        self.n.args[i]
+    }
+
+    /// A path argument; None for a NULL pointer.
+    fn string(&self, i: usize) -> io::Result<Option<Vec<u8>>> {
+        match self.arg(i) {
+            0 => Ok(None),
+            addr => notif::read_string(self.tid(), addr).map(Some),
+        }
+    }
+
+    /// The caller's mount table and the mount that `path` names there.
+    fn mount_at(&self, path: &PathArg, follow: bool) -> io::Result<(Table, Option<u64>, bool)> {
+        let table = Table {
+            mounts: mountinfo::read(self.tid())?,
+        };
+        let fd = {
+            let _in_caller = self.agent.host.enter(self.tid())?;
+            path.open(follow)?
+        };
+        let (id, is_root) = sys::mount_of(fd.as_raw_fd())?;
+        Ok((table, Some(id), is_root))
+    }
+
+    fn caller_root(&self) -> io::Result<u64> {
+        let fd = sys::open(
+            Path::new(&format!("/proc/{}/root", self.tid())),
+            libc::O_PATH,
+        )?;
+        Ok(sys::mount_of(fd.as_raw_fd())?.0)
+    }
+
+    fn live(&self) -> bool {
+        self.listener.still_valid(self.n.id)
+    }
+
+    fn mount(&self) -> Outcome {
+        let flags = self.arg(3);
+        let Some(target) = try_call!(self.string(1)) else {
+            return Outcome::Continue; // EFAULT from the kernel
+        };
+        let target = try_call!(PathArg::prepare(self.tid(), libc::AT_FDCWD, target, true));
+        if !self.live() {
+            return Outcome::Done;
+        }
+        let initial = &self.tracked.initial;
+        let has = |f: libc::c_ulong| flags & f != 0;
+        if has(libc::MS_REMOUNT) {
+            if has(libc::MS_RDONLY) {
+                return Outcome::Continue;
+            }
+            let (t, id, _) = try_call!(self.mount_at(&target, true));
+            return match id.and_then(|id| t.by_id(id)) {
+                Some(m) => initial.make_writable(&t, m, false).into(),
+                None => Outcome::Continue,
+            };
+        }
+        if has(libc::MS_BIND) || has(libc::MS_MOVE) {
+            let Some(source) = try_call!(self.string(0)) else {
+                return Outcome::Continue;
+            };
+            let source = try_call!(PathArg::prepare(self.tid(), libc::AT_FDCWD, source, true));
+            let (t, id, is_root) = try_call!(self.mount_at(&source, true));
+            let Some(m) = id.and_then(|id| t.by_id(id)) else {
+                return Outcome::Continue;
+            };
+            return if has(libc::MS_BIND) {
+                initial.bind_from(&t, m, has(libc::MS_REC)).into()
+            } else if is_root {
+                initial.move_away(&t, m).into()
+            } else {
+                Outcome::Continue // the kernel's EINVAL
+            };
+        }
+        if has(libc::MS_SHARED | libc::MS_PRIVATE | libc::MS_SLAVE | libc::MS_UNBINDABLE) {
+            return Outcome::Continue;
+        }
+        let Some(fstype) = try_call!(self.string(2)) else {
+            return Outcome::Continue;
+        };
+        let Some(kind) = newfs::Kind::from_fstype(&fstype) else {
+            return Outcome::Continue;
+        };
+        if !view::may_mount(self.tid()) {
+            return Outcome::Errno(libc::EPERM);
+        }
+        let options = try_call!(self.string(4)).unwrap_or_default();
+        let overlays = match kind {
+            newfs::Kind::Proc => &initial.proc_overlays,
+            newfs::Kind::Sys => &initial.sys_overlays,
+        };
+        let req = newfs::Request {
+            kind,
+            tid: self.tid(),
+            init_pid: self.tracked.init_pid,
+            options: &options,
+            attrs: newfs::attrs_of(flags),
+            overlays,
+        };
+        let tree = try_call!(newfs::build(&self.agent.host, &req));
+        if !self.live() {
+            return Outcome::Done;
+        }
+        try_call!(newfs::attach(&self.agent.host, self.tid(), &tree, &target));
+        tracing::debug!(
+            id = self.tracked.id,
+            ?kind,
+            "new filesystem with the container's emulation"
+        );
+        Outcome::Value(0)
+    }
+
+    fn umount(&self) -> Outcome {
+        const UMOUNT_NOFOLLOW: u64 = 8;
+        let follow = self.arg(1) & UMOUNT_NOFOLLOW == 0;
+        let Some(target) = try_call!(self.string(0)) else {
+            return Outcome::Continue;
+        };
+        let target = try_call!(PathArg::prepare(self.tid(), libc::AT_FDCWD, target, follow));
+        if !self.live() {
+            return Outcome::Done;
+        }
+        let (t, id, is_root) = try_call!(self.mount_at(&target, follow));
+        match id.and_then(|id| t.by_id(id)) {
+            Some(m) if is_root => {
+                let root = try_call!(self.caller_root());
+                self.tracked.initial.umount(&t, m, root).into()
+            }
+            // Not a mount point: the kernel's EINVAL.
+            _ => Outcome::Continue,
+        }
+    }
+
+    /// move_mount(from_dfd, from_path, to_dfd, to_path, flags).
+    fn move_mount(&self) -> Outcome {
+        const F_EMPTY_PATH: u64 = 0x4;
+        const F_SYMLINKS: u64 = 0x1;
+        let flags = self.arg(4);
+        let from_dfd = self.arg(0) as i32;
+        let source = if flags & F_EMPTY_PATH != 0 {
+            try_call!(PathArg::dirfd(self.tid(), from_dfd))
+        } else {
+            let Some(path) = try_call!(self.string(1)) else {
+                return Outcome::Continue;
+            };
+            try_call!(PathArg::prepare(
+                self.tid(),
+                from_dfd,
+                path,
+                flags & F_SYMLINKS != 0
+            ))
+        };
+        if !self.live() {
+            return Outcome::Done;
+        }
+        let (t, id, is_root) = try_call!(self.mount_at(&source, true));
+        match id.and_then(|id| t.by_id(id)) {
+            // Attached in the caller's namespace (a detached tree is not in its table).
+            Some(m) if is_root => self.tracked.initial.move_away(&t, m).into(),
+            _ => Outcome::Continue,
+        }
+    }
+
+    /// mount_setattr(dfd, path, flags, attr, size): only clearing read-only matters.
+    fn mount_setattr(&self) -> Outcome {
+        let size = (self.arg(4) as usize).min(16);
+        if size < 16 {
+            return Outcome::Continue;
+        }
+        let attr = try_call!(notif::read_memory(self.tid(), self.arg(3), 16));
+        let word = |i: usize| u64::from_ne_bytes(attr[i * 8..i * 8 + 8].try_into().unwrap());
+        let (set, clear) = (word(0), word(1));
+        if clear & sys::MOUNT_ATTR_RDONLY == 0 || set & sys::MOUNT_ATTR_RDONLY != 0 {
+            return Outcome::Continue;
+        }
+        let flags = self.arg(2);
+        let dfd = self.arg(0) as i32;
+        let path = if flags & libc::AT_EMPTY_PATH as u64 != 0 {
+            try_call!(PathArg::dirfd(self.tid(), dfd))
+        } else {
+            let Some(p) = try_call!(self.string(1)) else {
+                return Outcome::Continue;
+            };
+            try_call!(PathArg::prepare(
+                self.tid(),
+                dfd,
+                p,
+                flags & libc::AT_SYMLINK_NOFOLLOW as u64 == 0
+            ))
+        };
+        if !self.live() {
+            return Outcome::Done;
+        }
+        let (t, id, _) = try_call!(self.mount_at(&path, true));
+        match id.and_then(|id| t.by_id(id)) {
+            Some(m) => self
+                .tracked
+                .initial
+                .make_writable(&t, m, flags & libc::AT_RECURSIVE as u64 != 0)
+                .into(),
+            None => Outcome::Continue,
+        }
+    }
+
+    /// openat2(dfd, path, how, size): a lodge-fs file is a mount of its own, so a lookup that
+    /// must not cross mounts (RESOLVE_NO_XDEV, as runc ≥ 1.2 opens /proc/sys files) fails on
+    /// it. Such an open is done here, without that restriction, and only if it lands on a
+    /// lodge-fs file and the caller may open it; the fd is injected into the caller.
+    fn openat2(&self) -> Outcome {
+        let size = self.arg(3) as usize;
+        if size < 24 {
+            return Outcome::Continue;
+        }
+        let how = try_call!(notif::read_memory(self.tid(), self.arg(2), 24));
+        let word = |i: usize| u64::from_ne_bytes(how[i * 8..i * 8 + 8].try_into().unwrap());
+        let (flags, mode, resolve) = (word(0), word(1), word(2));
+        if resolve & sys::RESOLVE_NO_XDEV == 0 {
+            return Outcome::Continue;
+        }
+        let Some(path) = try_call!(self.string(1)) else {
+            return Outcome::Continue;
+        };
+        let arg = try_call!(PathArg::prepare(
+            self.tid(),
+            self.arg(0) as i32,
+            path.clone(),
+            true
+        ));
+        if !self.live() {
+            return Outcome::Done;
+        }
+        let relaxed = sys::OpenHow {
+            flags: flags | libc::O_CLOEXEC as u64,
+            mode,
+            resolve: resolve & !sys::RESOLVE_NO_XDEV,
+        };
+        let fd = {
+            let _in_caller = try_call!(self.agent.host.enter(self.tid()));
+            let path = match &arg {
+                PathArg::Opened(_) => return Outcome::Continue,
+                PathArg::At(_, p) => p,
+            };
+            match sys::openat2(arg.dir_fd(), path, &relaxed) {
+                Ok(fd) => fd,
+                Err(_) => return Outcome::Continue,
+            }
+        };
+        if !self.is_emulated(&fd) || !may_open(self.tid(), &fd, flags) {
+            return Outcome::Continue;
+        }
+        let cloexec = flags & libc::O_CLOEXEC as u64 != 0;
+        match self.listener.return_fd(self.n.id, fd.as_raw_fd(), cloexec) {
+            Ok(()) => Outcome::Done,
+            Err(e) => errno(e),
+        }
+    }
+
+    fn is_emulated(&self, fd: &OwnedFd) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        fd.try_clone()
+            .map(std::fs::File::from)
+            .and_then(|f| f.metadata())
+            .is_ok_and(|m| m.dev() == self.agent.emulated_dev)
+    }
+}
+
+/// Whether the caller's credentials allow opening `fd`'s file with `flags` (the agent opened
+/// it as host root): its fsuid against the owner and mode, or CAP_DAC_OVERRIDE.
+fn may_open(tid: i32, fd: &OwnedFd, flags: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    const CAP_DAC_OVERRIDE: u32 = 1;
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let field = |name: &str, i: usize| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().nth(i).map(str::to_string))
+    };
+    let caps = field("CapEff:", 0)
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(0);
+    let fsuid: Option<u32> = field("Uid:", 3).and_then(|v| v.parse().ok());
+    let Ok(md) = fd
+        .try_clone()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+    else {
+        return false;
+    };
+    let accmode = flags & libc::O_ACCMODE as u64;
+    let want = match accmode as i32 {
+        libc::O_WRONLY => 0o2,
+        libc::O_RDWR => 0o6,
+        _ => 0o4,
+    };
+    let bits = if fsuid == Some(md.uid()) {
+        (md.mode() >> 6) & 0o7
+    } else {
+        md.mode() & 0o7
+    };
+    bits & want == want || caps & (1 << CAP_DAC_OVERRIDE) != 0
+}
