@@ -1,0 +1,244 @@
+//! Syscall interception (lodge-fs's seccomp agent): procfs and sysfs mounted anywhere inside a
+//! system container carry the container's emulation and masks, all the way down to an inner
+//! runc's containers; the container's initial masks and read-only mounts cannot be undone in any
+//! of its mount namespaces; openat2 with RESOLVE_NO_XDEV reaches emulated files.
+
+use std::path::Path;
+
+use lodge_tests::{field, unique_id, Bundle, Runtime, WORK};
+
+struct Container {
+    rt: Runtime,
+    id: String,
+    bundle: Bundle,
+}
+
+impl Container {
+    fn start(mut bundle: Bundle, memory_mib: u64) -> Container {
+        let rt = Runtime::system();
+        bundle.edit(|c| {
+            c["root"]["readonly"] = false.into();
+            c["linux"]["resources"] = serde_json::json!({"memory": {"limit": memory_mib << 20}});
+        });
+        let id = unique_id("trap");
+        rt.ok(&["run", "-d", "--bundle", bundle.path(), &id]);
+        Container { rt, id, bundle }
+    }
+
+    fn busybox(memory_mib: u64) -> Container {
+        Self::start(Bundle::new(&["sleep", "1000"]), memory_mib)
+    }
+
+    /// Runs `script` as root in the container; stdout and stderr together.
+    fn sh(&self, script: &str) -> String {
+        let out = self.rt.run(&["exec", &self.id, "sh", "-c", script]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.rt.ok(&["delete", "--force", &self.id]);
+        self.rt.assert_no_residue(&self.id, &self.bundle);
+    }
+}
+
+fn seconds(text: &str) -> f64 {
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn host_proc_mounts() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" - proc "))
+        .count()
+}
+
+#[test]
+fn a_new_procfs_inside_is_emulated_in_any_pid_and_user_namespace() {
+    let c = Container::busybox(256);
+    let host_before = host_proc_mounts();
+    for (what, unshare) in [
+        ("pid namespace", "unshare -fp --mount-proc"),
+        ("user namespace", "unshare -Urfpm --mount-proc"),
+    ] {
+        let out = c.sh(&format!(
+            "{unshare} sh -c 'echo pid $$; echo mem $(grep MemTotal /proc/meminfo); \
+             echo up $(cat /proc/uptime); echo procs $(ls /proc | grep -c \"^[0-9]\"); \
+             echo timer $(wc -c < /proc/timer_list)'"
+        ));
+        assert_eq!(field(&out, "pid"), "1", "{what}: {out}");
+        assert_eq!(field(&out, "mem"), "MemTotal: 262144 kB", "{what}: {out}");
+        assert!(seconds(field(&out, "up")) < 60.0, "{what}: {out}");
+        let procs: u32 = field(&out, "procs").parse().unwrap();
+        assert!(procs < 10, "its own pids only: {what}: {out}");
+        assert_eq!(field(&out, "timer"), "0", "masked: {what}: {out}");
+    }
+    // A procfs mounted in the container's own namespaces: the same tree as its /proc, and not
+    // one helper mount besides (here or on the host).
+    let out = c.sh(
+        "before=$(grep -c . /proc/self/mountinfo); mkdir -p /mnt/p; \
+         mount -t proc -o hidepid=2 proc /mnt/p; echo rc $?; \
+         echo added $(( $(grep -c . /proc/self/mountinfo) - before )); \
+         echo proc_tree $(awk '$5 == \"/proc\" || $5 ~ \"^/proc/\"' /proc/self/mountinfo | grep -c .); \
+         echo options $(awk '$5 == \"/mnt/p\" {print $NF}' /proc/self/mountinfo); \
+         echo mem $(grep MemTotal /mnt/p/meminfo); umount -l /mnt/p; echo umount $?",
+    );
+    assert_eq!(field(&out, "rc"), "0", "{out}");
+    assert_eq!(field(&out, "added"), field(&out, "proc_tree"), "{out}");
+    assert!(field(&out, "options").contains("hidepid"), "{out}");
+    assert_eq!(field(&out, "mem"), "MemTotal: 262144 kB", "{out}");
+    assert_eq!(field(&out, "umount"), "0", "{out}");
+    assert_eq!(
+        host_proc_mounts(),
+        host_before,
+        "a helper mount on the host"
+    );
+    // A new sysfs carries the emulated /sys files too.
+    let out = c.sh("mkdir -p /mnt/s; mount -t sysfs sysfs /mnt/s; echo rc $?; \
+         echo emulated $(awk '$5 ~ \"^/mnt/s/\"' /proc/self/mountinfo | grep -c lodge-fs); \
+         echo firmware $(ls /mnt/s/firmware | wc -l); umount -l /mnt/s");
+    assert_eq!(field(&out, "rc"), "0", "{out}");
+    assert_ne!(
+        field(&out, "emulated"),
+        "0",
+        "lodge-fs files on the new sysfs: {out}"
+    );
+    assert_eq!(field(&out, "firmware"), "0", "masked: {out}");
+}
+
+#[test]
+fn initial_mounts_are_immutable_in_every_mount_namespace() {
+    let c = Container::busybox(64);
+    let attempts = "mount -o remount,rw /proc/bus; echo remount_ro $?; \
+         mount -o remount,rw,bind /sys; echo remount_sys $?; \
+         umount /proc/timer_list; echo umount_mask $?; umount -l /proc/acpi; echo umount_dir_mask $?; \
+         umount /proc; echo umount_proc $?; umount -l /sys; echo umount_sys $?; umount -l /; echo umount_root $?; \
+         mkdir -p /mnt/a /mnt/b; mount --move /proc/acpi /mnt/a; echo move_mask $?; \
+         mount --bind /proc /mnt/b; echo bind_proc $?; \
+         mount --rbind /proc /mnt/b; echo rbind_proc $?; echo rbind_timer $(wc -c < /mnt/b/timer_list); \
+         echo timer $(wc -c < /proc/timer_list); \
+         mount -t tmpfs stacked /proc/bus; echo stack $?; \
+         mount -o remount,ro,bind /dev/shm; echo rw_to_ro $?";
+    for (what, wrap) in [
+        ("the container's namespace", "sh -c"),
+        ("a new mount namespace", "unshare -m sh -c"),
+    ] {
+        let out = c.sh(&format!("{wrap} '{attempts}'"));
+        let eperm = [
+            "remount_ro",
+            "remount_sys",
+            "umount_mask",
+            "umount_dir_mask",
+        ];
+        for key in eperm {
+            assert_ne!(field(&out, key), "0", "{what}: {key}: {out}");
+        }
+        assert!(out.contains("Operation not permitted"), "{what}: {out}");
+        assert!(out.contains("Device or resource busy"), "{what}: {out}");
+        for key in [
+            "umount_proc",
+            "umount_sys",
+            "umount_root",
+            "move_mask",
+            "bind_proc",
+        ] {
+            assert_ne!(field(&out, key), "0", "{what}: {key}: {out}");
+        }
+        assert_eq!(field(&out, "rbind_proc"), "0", "{what}: {out}");
+        assert_eq!(
+            field(&out, "rbind_timer"),
+            "0",
+            "masked in the copy: {what}: {out}"
+        );
+        assert_eq!(field(&out, "timer"), "0", "{what}: {out}");
+        assert_eq!(
+            field(&out, "stack"),
+            "0",
+            "stacking is allowed: {what}: {out}"
+        );
+        assert_eq!(
+            field(&out, "rw_to_ro"),
+            "0",
+            "rw → ro is allowed: {what}: {out}"
+        );
+    }
+    // Still there after all that.
+    let out = c
+        .sh("echo timer $(wc -c < /proc/timer_list); grep -c ' /proc/bus ro' /proc/self/mountinfo");
+    assert_eq!(field(&out, "timer"), "0", "{out}");
+}
+
+/// The Debian image with docker.io (and so runc) and perl; the suite's busybox rootfs copied in.
+fn debian_with_busybox(args: &[&str]) -> Bundle {
+    let mut b = Bundle::from_image(
+        &Path::new(WORK).join("images/debian-bookworm-docker.tar"),
+        args,
+    );
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(lodge_tests::busybox_template())
+        .arg(b.rootfs().join("root/busybox-rootfs"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // What the inner container prints.
+    std::fs::write(
+        b.rootfs().join("root/busybox-rootfs/probe.sh"),
+        "echo mem $(grep MemTotal /proc/meminfo)\necho up $(cat /proc/uptime)\n\
+         echo panic $(cat /proc/sys/kernel/panic)\necho cmdline $(wc -c < /proc/cmdline)\n\
+         echo cpus $(cat /sys/devices/system/cpu/online)\n",
+    )
+    .unwrap();
+    b.edit(|c| {
+        // A mask of the outer container only: the inner runc does not mask /proc/cmdline.
+        c["linux"]["maskedPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push("/proc/cmdline".into());
+    });
+    b
+}
+
+#[test]
+fn an_inner_runc_container_gets_the_outer_emulation_and_masks() {
+    let c = Container::start(debian_with_busybox(&["sleep", "1000"]), 512);
+    // A knob written in the outer container is what the inner one reads; the host keeps its own.
+    let host_panic = std::fs::read_to_string("/proc/sys/kernel/panic").unwrap();
+    let out = c.sh(
+        "echo 17 > /proc/sys/kernel/panic && mkdir -p /root/inner && cd /root/inner && \
+         cp -a /root/busybox-rootfs rootfs && runc spec && \
+         sed -i 's/\"terminal\": true/\"terminal\": false/; s/\"sh\"$/\"sh\", \"\\/probe.sh\"/' config.json && \
+         runc run inner-$$ < /dev/null",
+    );
+    assert_eq!(field(&out, "mem"), "MemTotal: 524288 kB", "{out}");
+    assert!(seconds(field(&out, "up")) < 60.0, "{out}");
+    assert_eq!(field(&out, "panic"), "17", "{out}");
+    assert_eq!(field(&out, "cmdline"), "0", "the outer mask: {out}");
+    assert!(!field(&out, "cpus").is_empty(), "{out}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/panic").unwrap(),
+        host_panic
+    );
+}
+
+#[test]
+fn openat2_without_crossing_mounts_reaches_emulated_files() {
+    let c = Container::start(debian_with_busybox(&["sleep", "1000"]), 128);
+    // openat2(dirfd of /proc, path, {resolve: RESOLVE_NO_XDEV}) as runc ≥ 1.2 does; 437 is
+    // openat2 on x86_64 and aarch64 alike.
+    let perl = r#"use Fcntl; sysopen(my $d, "/proc", O_RDONLY|O_DIRECTORY) or die; for my $p (@ARGV) { my $path = $p; my $how = pack("QQQ", 0, 0, 1); my $fd = syscall(437, fileno($d), $path, $how, 24); if ($fd < 0) { print "$p error $!\n"; next } open(my $f, "<&=", $fd) or die; my $l = <$f>; chomp $l; print "$p $l\n" }"#;
+    let out = c.sh(&format!(
+        "hostname trap-host; perl -e '{perl}' sys/kernel/hostname uptime meminfo sys/kernel/panic"
+    ));
+    assert_eq!(field(&out, "sys/kernel/hostname"), "trap-host", "{out}");
+    assert!(seconds(field(&out, "uptime")) < 60.0, "emulated: {out}");
+    let mem: Vec<&str> = field(&out, "meminfo").split_whitespace().collect();
+    assert_eq!(mem, ["MemTotal:", "131072", "kB"], "{out}");
+    assert!(!field(&out, "sys/kernel/panic").contains("error"), "{out}");
+}
