@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 const NS_MARK: &str = "LODGE_BENCH_PRIVATE_NS";
 
 mod fs;
+mod syscalls;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -45,8 +46,18 @@ fn main() {
                 fs::fs_bench(&lodge.with_file_name("lodge-fs"));
                 return;
             }
+            "--syscalls" => {
+                syscalls::syscalls_bench(&lodge);
+                return;
+            }
+            "--in-container" => {
+                syscalls::in_container();
+                return;
+            }
             "--help" | "-h" => {
-                println!("usage: lodge-bench [--iterations N] [--lodge-runc PATH] | --mgr | --fs");
+                println!(
+                    "usage: lodge-bench [--iterations N] [--lodge-runc PATH] | --mgr | --fs | --syscalls"
+                );
                 return;
             }
             other => panic!("unknown argument {other}"),

@@ -205,6 +205,7 @@ macro_rules! try_call {
 
 impl Call<'_> {
     fn answer(&self) {
+        let started = std::time::Instant::now();
         let outcome = if self.n.arch != notif::NATIVE_ARCH {
             Outcome::Continue
         } else {
@@ -224,6 +225,11 @@ impl Call<'_> {
             Outcome::Value(v) => self.listener.succeed(id, v),
             Outcome::Done => {}
         }
+        tracing::trace!(
+            nr = self.n.nr,
+            us = started.elapsed().as_micros() as u64,
+            "answered"
+        );
     }
 
     fn tid(&self) -> i32 {
