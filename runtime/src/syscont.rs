@@ -228,7 +228,7 @@ pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), 
 /// What system software needs beyond Docker's default profile, which allows these only to a
 /// container given CAP_SYS_ADMIN (or not at all). Each acts on objects owned by the container's
 /// user namespace (its mount, uts, ipc, net namespaces, its keyrings) and the kernel refuses it on
-/// anything the host owns; docs/security.md says why, one by one.
+/// anything the host owns; docs/system-containers.md says why, one by one.
 pub const SYSTEM_CONTAINER_SYSCALLS: &[&str] = &[
     "mount",
     "umount",

@@ -336,7 +336,15 @@ impl Call<'_> {
             attrs: newfs::attrs_of(flags),
             overlays,
         };
-        let tree = try_call!(newfs::build(&self.agent.host, &req));
+        let tree = match newfs::build(&self.agent.host, &req) {
+            Ok(tree) => tree,
+            // A kernel without procfs's pidns option or mounts onto detached trees (< 6.15):
+            // the kernel mounts it as asked, without the emulation.
+            Err(e) => {
+                tracing::warn!(id = self.tracked.id, ?kind, error = %e, "cannot build the emulated tree; mounted as asked");
+                return Outcome::Continue;
+            }
+        };
         if !self.live() {
             return Outcome::Done;
         }
