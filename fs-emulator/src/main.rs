@@ -19,9 +19,10 @@ struct Cli {
     /// Where the FUSE filesystem is mounted (one directory per container)
     #[arg(long, default_value = "/var/lib/lodge-fs")]
     mountpoint: PathBuf,
-    /// Where the seccomp agent takes containers' listener fds (`linux.seccomp.listenerPath`)
-    #[arg(long, default_value = lodge_fs::seccomp::DEFAULT_SOCKET)]
-    seccomp_socket: PathBuf,
+    /// Where the seccomp agent takes containers' listener fds (`linux.seccomp.listenerPath`);
+    /// by default beside --socket: /run/lodge/fs.sock → /run/lodge/fs-seccomp.sock
+    #[arg(long)]
+    seccomp_socket: Option<PathBuf>,
     /// Run without the seccomp agent: containers' mount calls are not trapped
     #[arg(long)]
     no_seccomp: bool,
@@ -88,11 +89,15 @@ fn main() -> anyhow::Result<()> {
     } else {
         let agent =
             lodge_fs::seccomp::Agent::new(&cli.mountpoint).context("starting the seccomp agent")?;
-        let agent_listener = server::listen(&cli.seccomp_socket)
-            .with_context(|| format!("listening on {}", cli.seccomp_socket.display()))?;
+        let socket = cli
+            .seccomp_socket
+            .clone()
+            .unwrap_or_else(|| lodge_fs::seccomp::socket_beside(&cli.socket));
+        let agent_listener = server::listen(&socket)
+            .with_context(|| format!("listening on {}", socket.display()))?;
         let agent = Arc::new(agent);
         std::thread::spawn(move || lodge_fs::seccomp::serve(agent_listener, agent));
-        Some(cli.seccomp_socket.clone())
+        Some(socket)
     };
     let server = Arc::new(server::Server {
         registry: registry.clone(),

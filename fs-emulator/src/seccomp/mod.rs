@@ -28,8 +28,15 @@ use notif::{Listener, Notification};
 use policy::{Initial, Verdict};
 use view::{HostView, PathArg};
 
-/// Where the agent listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/lodge/seccomp.sock";
+/// Where the agent listens unless told otherwise: beside the registration socket, so that two
+/// lodge-fs instances never share it (`fs.sock` → `fs-seccomp.sock`).
+pub fn socket_beside(registration: &Path) -> std::path::PathBuf {
+    let name = registration
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".sock").to_string())
+        .unwrap_or_else(|| "lodge-fs".into());
+    registration.with_file_name(format!("{name}-seccomp.sock"))
+}
 
 /// What the agent knows of one container.
 struct Tracked {
