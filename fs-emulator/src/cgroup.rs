@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::kernel_files;
+
 /// A container's cgroup directories on the host, one per hierarchy.
 #[derive(Debug, Clone)]
 pub struct CgroupView {
@@ -15,11 +17,11 @@ impl CgroupView {
         self.paths
             .iter()
             .map(PathBuf::as_path)
-            .find(|p| p.join(file).exists())
+            .find(|p| kernel_files::exists(&p.join(file)))
     }
 
     pub fn read(&self, file: &str) -> Option<String> {
-        std::fs::read_to_string(self.dir_with(file)?.join(file)).ok()
+        kernel_files::read(&self.dir_with(file)?.join(file))
     }
 
     pub fn read_u64(&self, file: &str) -> Option<u64> {
@@ -32,13 +34,13 @@ impl CgroupView {
         let mut dir = self.dir_with(file)?.to_path_buf();
         let mut lowest: Option<u64> = None;
         loop {
-            match std::fs::read_to_string(dir.join(file)) {
-                Ok(v) => {
+            match kernel_files::read(&dir.join(file)) {
+                Some(v) => {
                     if let Some(x) = parse(v.trim()) {
                         lowest = Some(lowest.map_or(x, |l| l.min(x)));
                     }
                 }
-                Err(_) => return lowest,
+                None => return lowest,
             }
             if !dir.pop() {
                 return lowest;
@@ -88,8 +90,8 @@ impl CgroupView {
         let mut lowest: Option<u64> = None;
         let mut d = dir;
         loop {
-            let quota = std::fs::read_to_string(d.join("cpu.cfs_quota_us")).ok();
-            let period = std::fs::read_to_string(d.join("cpu.cfs_period_us")).ok();
+            let quota = kernel_files::read(&d.join("cpu.cfs_quota_us"));
+            let period = kernel_files::read(&d.join("cpu.cfs_period_us"));
             let (Some(q), Some(p)) = (quota, period) else {
                 return lowest;
             };
@@ -170,7 +172,7 @@ pub fn format_cpu_list(cpus: &[u32]) -> String {
 }
 
 pub fn host_online_cpus() -> Vec<u32> {
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
+    kernel_files::read(Path::new("/sys/devices/system/cpu/online"))
         .map(|s| parse_cpu_list(s.trim()))
         .unwrap_or_default()
 }

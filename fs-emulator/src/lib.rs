@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod files;
 pub mod fusefs;
+pub mod kernel_files;
 pub mod registry;
 pub mod seccomp;
 pub mod server;

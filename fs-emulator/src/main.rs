@@ -60,6 +60,8 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&resp_json(resp))?);
         return Ok(());
     }
+    // Renders keep the kernel files they read open (kernel_files): a few per container.
+    raise_open_files_limit();
     // SIGTERM and SIGINT are taken with sigwait below, so block them before any thread starts.
     let signals = block_signals();
     std::fs::create_dir_all(&cli.mountpoint)
@@ -156,4 +158,15 @@ fn nix_umount(path: &std::path::Path) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+fn raise_open_files_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
 }

@@ -105,7 +105,11 @@ impl Server {
                 }
             }
             Request::Unregister { id } => {
+                let gone = registry.slot_of(&id).and_then(|s| registry.get(s));
                 if registry.unregister(&id) {
+                    for dir in gone.iter().flat_map(|c| &c.cgroup.paths) {
+                        crate::kernel_files::forget_below(dir);
+                    }
                     invalidate(notifier, &id);
                     tracing::info!(id, "unregistered");
                 }

@@ -17,7 +17,7 @@ pub const FILES: &[EmulatedFile] = &[
 ];
 
 fn host(file: &str) -> String {
-    std::fs::read_to_string(file).unwrap_or_default()
+    crate::kernel_files::read(std::path::Path::new(file)).unwrap_or_default()
 }
 
 fn kib_field(text: &str, key: &str) -> Option<u64> {

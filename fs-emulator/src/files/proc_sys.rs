@@ -99,7 +99,7 @@ pub const FILES: &[EmulatedFile] = &[
 
 /// The host's value of a knob (`path` without the leading '/').
 pub fn host_value(path: &str) -> String {
-    std::fs::read_to_string(std::path::Path::new("/").join(path)).unwrap_or_default()
+    crate::kernel_files::read(&std::path::Path::new("/").join(path)).unwrap_or_default()
 }
 
 /// Raises the host's value to `new` when it is larger.

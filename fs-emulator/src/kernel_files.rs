@@ -1,0 +1,99 @@
+//! The kernel files renders read (procfs, sysfs, cgroupfs), kept open and read again from
+//! offset 0 with pread. Opening /sys/fs/cgroup/memory/… by path walks kernfs one component at a
+//! time, and those walks were most of a render's cost; a pread at offset 0 makes the kernel
+//! produce the file afresh (seq_file and sysfs start over there), so nothing is stale.
+//!
+//! A file that is gone (a removed cgroup answers ENODEV) is opened again once; a path that does
+//! not open is retried after a second (a container registers before its cgroup exists).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+enum Entry {
+    Open(Arc<File>),
+    Missing(Instant),
+}
+
+static FILES: LazyLock<Mutex<HashMap<PathBuf, Entry>>> = LazyLock::new(Mutex::default);
+
+const RETRY_MISSING: Duration = Duration::from_secs(1);
+
+fn handle(path: &Path, fresh: bool) -> Option<Arc<File>> {
+    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    match files.get(path) {
+        Some(Entry::Open(f)) if !fresh => return Some(f.clone()),
+        Some(Entry::Missing(at)) if !fresh && at.elapsed() < RETRY_MISSING => return None,
+        _ => {}
+    }
+    match File::open(path) {
+        Ok(f) => {
+            let f = Arc::new(f);
+            files.insert(path.to_path_buf(), Entry::Open(f.clone()));
+            Some(f)
+        }
+        Err(_) => {
+            files.insert(path.to_path_buf(), Entry::Missing(Instant::now()));
+            None
+        }
+    }
+}
+
+fn read_from_start(f: &File) -> std::io::Result<String> {
+    let mut out = Vec::with_capacity(4096);
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = f.read_at(&mut buf, out.len() as u64)?;
+        if n == 0 {
+            return Ok(String::from_utf8_lossy(&out).into_owned());
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The file's current content.
+pub fn read(path: &Path) -> Option<String> {
+    let f = handle(path, false)?;
+    match read_from_start(&f) {
+        Ok(s) => Some(s),
+        Err(_) => read_from_start(&*handle(path, true)?).ok(),
+    }
+}
+
+/// Whether the file exists (opens).
+pub fn exists(path: &Path) -> bool {
+    handle(path, false).is_some()
+}
+
+/// Closes what is kept open below `dir` (a container's cgroup, at unregister).
+pub fn forget_below(dir: &Path) {
+    FILES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p, _| !p.starts_with(dir));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rereads_from_the_start_and_notices_removal() {
+        let dir = std::env::temp_dir().join(format!("lodge-kf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("value");
+        assert!(read(&f).is_none());
+        std::fs::write(&f, "1\n").unwrap();
+        // Missing paths are retried only after a while.
+        assert!(read(&f).is_none());
+        forget_below(&dir);
+        assert_eq!(read(&f).as_deref(), Some("1\n"));
+        std::fs::write(&f, "22\n").unwrap();
+        assert_eq!(read(&f).as_deref(), Some("22\n"));
+        forget_below(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
