@@ -26,9 +26,9 @@ struct Cli {
     /// Run without the seccomp agent: containers' mount calls are not trapped
     #[arg(long)]
     no_seccomp: bool,
-    /// FUSE worker threads
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    /// FUSE worker threads (default: one per online CPU, at most 8), each kept on one CPU
+    #[arg(long)]
+    threads: Option<usize>,
     /// Debug logging
     #[arg(long)]
     debug: bool,
@@ -79,11 +79,14 @@ fn main() -> anyhow::Result<()> {
     ];
     // Containers read as their own root, never as lodge-fs's user.
     config.acl = SessionACL::All;
-    config.n_threads = Some(cli.threads.max(1));
+    let cpus = lodge_fs::cgroup::host_online_cpus();
+    let threads = cli.threads.unwrap_or(cpus.len().clamp(1, 8)).max(1);
+    config.n_threads = Some(threads);
     // One /dev/fuse fd per worker thread: no contention on a shared one.
     config.clone_fd = true;
     let session = fuser::spawn_mount(LodgeFs::new(registry.clone()), &cli.mountpoint, &config)
         .with_context(|| format!("mounting FUSE at {}", cli.mountpoint.display()))?;
+    pin_workers(&cpus, threads);
     let listener = server::listen(&cli.socket)
         .with_context(|| format!("listening on {}", cli.socket.display()))?;
     let agent_socket = if cli.no_seccomp {
@@ -167,6 +170,59 @@ fn raise_open_files_limit() {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
             l.rlim_cur = l.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
+/// Keeps FUSE worker N on the Nth online CPU. A request is served by whichever worker waits
+/// longest; when that one sits on the reader's CPU, neither side waits for a wake-up on another
+/// CPU, which on a VM costs more than the request itself (docs/performance.md).
+fn pin_workers(cpus: &[u32], workers: usize) {
+    if cpus.is_empty() {
+        return;
+    }
+    // fuser names its workers fuser-0, fuser-1, …; its session thread starts them shortly
+    // after spawn_mount returns.
+    let mut pinned = std::collections::HashSet::new();
+    for _ in 0..200 {
+        pin_new_workers(cpus, &mut pinned);
+        if pinned.len() >= workers {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    tracing::warn!(
+        pinned = pinned.len(),
+        workers,
+        "not every FUSE worker was found to pin"
+    );
+}
+
+fn pin_new_workers(cpus: &[u32], pinned: &mut std::collections::HashSet<usize>) {
+    for task in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let Some(n) = comm
+            .trim()
+            .strip_prefix("fuser-")
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if !pinned.insert(n) {
+            continue;
+        }
+        // SAFETY: a zeroed cpu_set_t with one CPU set, for one of our own threads.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpus[n % cpus.len()] as usize, &mut set);
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
         }
     }
 }
