@@ -18,6 +18,8 @@ pub const KNOWN: &[&str] = &[
     "LODGE_SYSCONT_MODE",
     "LODGE_HONOR_CAPS",
     "LODGE_CHOWN_ROOTFS",
+    "LODGE_IGNORE_SYSFS_CHOWN",
+    "LODGE_ALLOW_TRUSTED_XATTR",
 ];
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -30,6 +32,12 @@ pub struct Knobs {
     pub honor_caps: bool,
     /// In system-container mode, chown the rootfs instead of ID-mapping it (the fallback, forced).
     pub chown_rootfs: bool,
+    /// Trap the chown family: a chown of a sysfs mount's root succeeds without doing anything
+    /// (docs/syscall-interception.md).
+    pub ignore_sysfs_chown: bool,
+    /// Trap the xattr family: `trusted.overlay.opaque` is set, read and removed by lodge-fs for
+    /// the container's root (docs/syscall-interception.md).
+    pub allow_trusted_xattr: bool,
 }
 
 fn boolean(name: &str, value: &str) -> Result<bool, KnobError> {
@@ -59,6 +67,8 @@ pub fn take(env: &mut Vec<String>) -> Result<Knobs, KnobError> {
             "LODGE_SYSCONT_MODE" => knobs.syscont = Some(boolean(&name, value)?),
             "LODGE_HONOR_CAPS" => knobs.honor_caps = boolean(&name, value)?,
             "LODGE_CHOWN_ROOTFS" => knobs.chown_rootfs = boolean(&name, value)?,
+            "LODGE_IGNORE_SYSFS_CHOWN" => knobs.ignore_sysfs_chown = boolean(&name, value)?,
+            "LODGE_ALLOW_TRUSTED_XATTR" => knobs.allow_trusted_xattr = boolean(&name, value)?,
             _ => return Err(KnobError::Unknown(name)),
         }
     }

@@ -301,10 +301,27 @@ pub const TRAPPED_SYSCALLS: &[&str] = &[
     "openat2",
 ];
 
+/// Trapped with `LODGE_IGNORE_SYSFS_CHOWN=TRUE`.
+pub const CHOWN_SYSCALLS: &[&str] = &["chown", "lchown", "fchown", "fchownat"];
+
+/// Trapped with `LODGE_ALLOW_TRUSTED_XATTR=TRUE`.
+pub const XATTR_SYSCALLS: &[&str] = &[
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "getxattr",
+    "lgetxattr",
+    "fgetxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+];
+
 /// Makes the spec's seccomp profile (or an allow-all one, when it has none) hand
-/// `TRAPPED_SYSCALLS` to the agent at `listener`. Runs after `allow_system_syscalls`: the trap
-/// replaces whatever the profile said of those calls.
-pub fn trap_mount_calls(spec: &mut Spec, listener: &Path) -> Result<(), SysContError> {
+/// `TRAPPED_SYSCALLS` (and the `extra` ones the knobs ask for) to the agent at `listener`. Runs
+/// after `allow_system_syscalls`: the trap replaces whatever the profile said of those calls.
+pub fn trap_calls(spec: &mut Spec, listener: &Path, extra: &[&str]) -> Result<(), SysContError> {
+    let trapped: Vec<&str> = TRAPPED_SYSCALLS.iter().chain(extra).copied().collect();
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut v = match linux.seccomp() {
         Some(s) => {
@@ -318,12 +335,12 @@ pub fn trap_mount_calls(spec: &mut Spec, listener: &Path) -> Result<(), SysContE
     let mut rules: Vec<Value> = v["syscalls"].as_array().cloned().unwrap_or_default();
     for rule in rules.iter_mut() {
         if let Some(names) = rule["names"].as_array_mut() {
-            names.retain(|n| !n.as_str().is_some_and(|n| TRAPPED_SYSCALLS.contains(&n)));
+            names.retain(|n| !n.as_str().is_some_and(|n| trapped.contains(&n)));
         }
     }
     rules.retain(|r| r["names"].as_array().is_some_and(|n| !n.is_empty()));
     rules.push(serde_json::json!({
-        "names": TRAPPED_SYSCALLS,
+        "names": trapped,
         "action": "SCMP_ACT_NOTIFY",
     }));
     v["syscalls"] = Value::Array(rules);

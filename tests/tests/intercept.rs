@@ -242,3 +242,68 @@ fn openat2_without_crossing_mounts_reaches_emulated_files() {
     assert_eq!(mem, ["MemTotal:", "131072", "kB"], "{out}");
     assert!(!field(&out, "sys/kernel/panic").contains("error"), "{out}");
 }
+
+#[test]
+fn knobs_trap_sysfs_chown_and_trusted_overlay_xattrs() {
+    let chown = "chown 0:0 /sys; echo sys $?; chown 0:0 /sys/kernel; echo below $?";
+    let plain = Container::busybox(64);
+    let out = plain.sh(chown);
+    assert_ne!(field(&out, "sys"), "0", "{out}");
+    drop(plain);
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.edit(|c| {
+        let env = c["process"]["env"].as_array_mut().unwrap();
+        env.push("LODGE_IGNORE_SYSFS_CHOWN=TRUE".into());
+    });
+    let knob = Container::start(b, 64);
+    let out = knob.sh(chown);
+    assert_eq!(field(&out, "sys"), "0", "ignored: {out}");
+    assert_ne!(field(&out, "below"), "0", "only /sys itself: {out}");
+    drop(knob);
+
+    if !cfg!(target_arch = "x86_64") {
+        return; // the perl below uses x86_64's syscall numbers
+    }
+    // setxattr (188) and getxattr (191) of trusted.* names, which only host root may set.
+    let perl = r#"my ($p, $name) = ("/root/d", shift); my $v = "y"; my $s = syscall(188, $p, $name, $v, 1, 0); print "set ", ($s == 0 ? "ok" : "$!"), "\n"; my $buf = "\0" x 16; my $n = syscall(191, $p, $name, $buf, 16); print "get ", ($n > 0 ? substr($buf, 0, $n) : "$!"), "\n";"#;
+    let script = format!("mkdir -p /root/d; perl -e '{perl}' trusted.overlay.opaque");
+    let without = Container::start(debian_with_busybox(&["sleep", "1000"]), 128);
+    let out = without.sh(&script);
+    assert_ne!(field(&out, "set"), "ok", "{out}");
+    drop(without);
+    let mut b = debian_with_busybox(&["sleep", "1000"]);
+    b.edit(|c| {
+        let env = c["process"]["env"].as_array_mut().unwrap();
+        env.push("LODGE_ALLOW_TRUSTED_XATTR=TRUE".into());
+    });
+    let with = Container::start(b, 128);
+    let out = with.sh(&script);
+    assert_eq!(field(&out, "set"), "ok", "{out}");
+    assert_eq!(field(&out, "get"), "y", "{out}");
+    // On the host, the directory really has it.
+    let dir = std::ffi::CString::new(
+        with.bundle
+            .rootfs()
+            .join("root/d")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 8];
+    // SAFETY: valid C strings and a buffer of 8 bytes.
+    let n = unsafe {
+        libc::getxattr(
+            dir.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(n, 1);
+    assert_eq!(buf[0], b'y');
+    // Other trusted names stay refused.
+    let out = with.sh(&format!(
+        "mkdir -p /root/d; perl -e '{perl}' trusted.overlay.redirect"
+    ));
+    assert_ne!(field(&out, "set"), "ok", "{out}");
+}

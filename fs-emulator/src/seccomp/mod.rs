@@ -178,6 +178,30 @@ struct Call<'a> {
     n: Notification,
 }
 
+#[derive(Clone, Copy)]
+enum XattrTarget {
+    /// A path, followed or not (the l* calls).
+    Path(bool),
+    /// The f* calls: arg 0 is an fd.
+    Fd,
+}
+
+fn is_set(nr: i64) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if nr == libc::SYS_setxattr || nr == libc::SYS_lsetxattr {
+        return true;
+    }
+    nr == libc::SYS_fsetxattr
+}
+
+fn is_get(nr: i64) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if nr == libc::SYS_getxattr || nr == libc::SYS_lgetxattr {
+        return true;
+    }
+    nr == libc::SYS_fgetxattr
+}
+
 /// How a call ends.
 enum Outcome {
     /// The kernel runs it as made.
@@ -222,6 +246,30 @@ impl Call<'_> {
                 libc::SYS_move_mount => self.move_mount(),
                 libc::SYS_mount_setattr => self.mount_setattr(),
                 libc::SYS_openat2 => self.openat2(),
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_chown => self.chown(Some(libc::AT_FDCWD), 0, true),
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_lchown => self.chown(Some(libc::AT_FDCWD), 0, false),
+                libc::SYS_fchown => self.chown(None, 0, true),
+                libc::SYS_fchownat => {
+                    let flags = self.arg(4) as i32;
+                    self.chown(
+                        Some(self.arg(0) as i32),
+                        1,
+                        flags & libc::AT_SYMLINK_NOFOLLOW == 0,
+                    )
+                }
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_setxattr | libc::SYS_getxattr | libc::SYS_removexattr => {
+                    self.xattr(XattrTarget::Path(true))
+                }
+                #[cfg(target_arch = "x86_64")]
+                libc::SYS_lsetxattr | libc::SYS_lgetxattr | libc::SYS_lremovexattr => {
+                    self.xattr(XattrTarget::Path(false))
+                }
+                libc::SYS_fsetxattr | libc::SYS_fgetxattr | libc::SYS_fremovexattr => {
+                    self.xattr(XattrTarget::Fd)
+                }
                 _ => Outcome::Continue,
             }
         };
@@ -509,6 +557,113 @@ impl Call<'_> {
         }
     }
 
+    /// chown family (`LODGE_IGNORE_SYSFS_CHOWN`): chowning the root of a sysfs mount, which
+    /// the host owns and the container's root cannot chown, succeeds and changes nothing, so
+    /// images whose setup chowns /sys keep working. Everything else is the kernel's.
+    /// `dirfd`: None for fchown (its fd is arg 0); `path_arg`: where the path is.
+    fn chown(&self, dirfd: Option<i32>, path_arg: usize, follow: bool) -> Outcome {
+        let empty_path = dirfd.is_some()
+            && self.n.nr == libc::SYS_fchownat
+            && self.arg(4) as i32 & libc::AT_EMPTY_PATH != 0;
+        let target = match dirfd {
+            None => try_call!(PathArg::dirfd(self.tid(), self.arg(0) as i32)),
+            Some(dir) => {
+                let Some(path) = try_call!(self.string(path_arg)) else {
+                    return Outcome::Continue;
+                };
+                if path.is_empty() && empty_path {
+                    try_call!(PathArg::dirfd(self.tid(), dir))
+                } else {
+                    try_call!(PathArg::prepare(self.tid(), dir, path, follow))
+                }
+            }
+        };
+        if !self.live() {
+            return Outcome::Done;
+        }
+        let fd = {
+            let _in_caller = try_call!(self.agent.host.enter(self.tid()));
+            try_call!(target.open(follow))
+        };
+        if is_sysfs_root(&fd) {
+            Outcome::Value(0)
+        } else {
+            Outcome::Continue
+        }
+    }
+
+    /// xattr family (`LODGE_ALLOW_TRUSTED_XATTR`): `trusted.overlay.opaque`, which overlayfs
+    /// inside needs on filesystems without user xattrs for overlay, can only be set by host
+    /// root. lodge-fs sets, reads and removes it for a caller holding CAP_SYS_ADMIN, on files
+    /// the container owns. Other names are the kernel's.
+    fn xattr(&self, target: XattrTarget) -> Outcome {
+        const NAME: &[u8] = b"trusted.overlay.opaque";
+        let nr = self.n.nr;
+        let Some(name) = try_call!(self.string(1)) else {
+            return Outcome::Continue;
+        };
+        if name != NAME || !view::has_cap(self.tid(), view::CAP_SYS_ADMIN) {
+            return Outcome::Continue;
+        }
+        let (path, follow) = match target {
+            XattrTarget::Fd => (
+                try_call!(PathArg::dirfd(self.tid(), self.arg(0) as i32)),
+                true,
+            ),
+            XattrTarget::Path(follow) => {
+                let Some(p) = try_call!(self.string(0)) else {
+                    return Outcome::Continue;
+                };
+                (
+                    try_call!(PathArg::prepare(self.tid(), libc::AT_FDCWD, p, follow)),
+                    follow,
+                )
+            }
+        };
+        let value = if is_set(nr) {
+            let size = (self.arg(3) as usize).min(65536);
+            try_call!(notif::read_memory(self.tid(), self.arg(2), size))
+        } else {
+            Vec::new()
+        };
+        if !self.live() {
+            return Outcome::Done;
+        }
+        let fd = {
+            let _in_caller = try_call!(self.agent.host.enter(self.tid()));
+            try_call!(path.open(follow))
+        };
+        let owner = {
+            use std::os::unix::fs::MetadataExt;
+            try_call!(fd
+                .try_clone()
+                .map(std::fs::File::from)
+                .and_then(|f| f.metadata()))
+            .uid()
+        };
+        if !view::uid_mapped(self.tid(), owner) {
+            return Outcome::Errno(libc::EPERM);
+        }
+        let at = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        let result = if is_set(nr) {
+            sys::setxattr(&at, NAME, &value, self.arg(4) as i32).map(|()| 0)
+        } else if is_get(nr) {
+            let size = (self.arg(3) as usize).min(65536);
+            sys::getxattr(&at, NAME, size).and_then(|v| {
+                if size > 0 {
+                    notif::write_memory(self.tid(), self.arg(2), &v)?;
+                }
+                Ok(v.len() as i64)
+            })
+        } else {
+            sys::removexattr(&at, NAME).map(|()| 0)
+        };
+        match result {
+            Ok(v) => Outcome::Value(v),
+            Err(e) => errno(e),
+        }
+    }
+
     fn is_emulated(&self, fd: &OwnedFd) -> bool {
         use std::os::unix::fs::MetadataExt;
         fd.try_clone()
@@ -522,20 +677,13 @@ impl Call<'_> {
 /// it as host root): its fsuid against the owner and mode, or CAP_DAC_OVERRIDE.
 fn may_open(tid: i32, fd: &OwnedFd, flags: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
-    const CAP_DAC_OVERRIDE: u32 = 1;
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
-        return false;
-    };
-    let field = |name: &str, i: usize| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().nth(i).map(str::to_string))
-    };
-    let caps = field("CapEff:", 0)
-        .and_then(|v| u64::from_str_radix(&v, 16).ok())
-        .unwrap_or(0);
-    let fsuid: Option<u32> = field("Uid:", 3).and_then(|v| v.parse().ok());
+    let fsuid: Option<u32> = std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(3)?.parse().ok())
+        });
     let Ok(md) = fd
         .try_clone()
         .map(std::fs::File::from)
@@ -543,8 +691,7 @@ fn may_open(tid: i32, fd: &OwnedFd, flags: u64) -> bool {
     else {
         return false;
     };
-    let accmode = flags & libc::O_ACCMODE as u64;
-    let want = match accmode as i32 {
+    let want = match (flags & libc::O_ACCMODE as u64) as i32 {
         libc::O_WRONLY => 0o2,
         libc::O_RDWR => 0o6,
         _ => 0o4,
@@ -554,5 +701,19 @@ fn may_open(tid: i32, fd: &OwnedFd, flags: u64) -> bool {
     } else {
         md.mode() & 0o7
     };
-    bits & want == want || caps & (1 << CAP_DAC_OVERRIDE) != 0
+    bits & want == want || view::has_cap(tid, view::CAP_DAC_OVERRIDE)
+}
+
+/// The root of a sysfs mount.
+fn is_sysfs_root(fd: &OwnedFd) -> bool {
+    const SYSFS_MAGIC: i64 = 0x6265_6572;
+    // SAFETY: fstatfs into a zeroed struct.
+    let magic = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::fstatfs(fd.as_raw_fd(), &mut st) != 0 {
+            return false;
+        }
+        st.f_type as i64
+    };
+    magic == SYSFS_MAGIC && sys::mount_of(fd.as_raw_fd()).is_ok_and(|(_, root)| root)
 }

@@ -215,3 +215,24 @@ pub fn read_string(pid: i32, addr: u64) -> io::Result<Vec<u8>> {
     }
     Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG))
 }
+
+/// Writes `data` into `pid`'s memory at `addr` (a buffer the caller passed in).
+pub fn write_memory(pid: i32, addr: u64, data: &[u8]) -> io::Result<()> {
+    let local = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: one local buffer of data.len() bytes; the remote side is checked by the kernel.
+    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != data.len() {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    Ok(())
+}

@@ -250,3 +250,36 @@ pub fn ioctl_fd(fd: &OwnedFd, req: libc::c_ulong) -> io::Result<OwnedFd> {
     // SAFETY: the request takes no argument and returns an fd.
     fd_or_err(unsafe { libc::ioctl(fd.as_raw_fd(), req as _) } as libc::c_long)
 }
+
+pub fn setxattr(path: &str, name: &[u8], value: &[u8], flags: i32) -> io::Result<()> {
+    let (p, n) = (cstr(path.as_bytes())?, cstr(name)?);
+    // SAFETY: valid C strings and a buffer of value.len() bytes.
+    ok_or_err(unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    } as libc::c_long)
+}
+
+/// The value (or, with `size` 0, a buffer as long as the value, for the length).
+pub fn getxattr(path: &str, name: &[u8], size: usize) -> io::Result<Vec<u8>> {
+    let (p, n) = (cstr(path.as_bytes())?, cstr(name)?);
+    let mut buf = vec![0u8; size];
+    // SAFETY: valid C strings and a buffer of `size` bytes.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), size) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.resize(r as usize, 0);
+    Ok(buf)
+}
+
+pub fn removexattr(path: &str, name: &[u8]) -> io::Result<()> {
+    let (p, n) = (cstr(path.as_bytes())?, cstr(name)?);
+    // SAFETY: valid C strings.
+    ok_or_err(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) } as libc::c_long)
+}

@@ -141,19 +141,37 @@ impl PathArg {
 /// capability in its effective set, and its user namespace owning that mount namespace or
 /// being an ancestor of the owner.
 pub fn may_mount(tid: i32) -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    let effective = std::fs::read_to_string(format!("/proc/{tid}/status"))
+    has_cap(tid, CAP_SYS_ADMIN) && owns_mount_ns(tid).unwrap_or(false)
+}
+
+pub const CAP_DAC_OVERRIDE: u32 = 1;
+pub const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether `cap` is in `tid`'s effective set (relative to its own user namespace).
+pub fn has_cap(tid: i32, cap: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("CapEff:"))
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
-        .unwrap_or(0);
-    if effective & (1 << CAP_SYS_ADMIN) == 0 {
-        return false;
-    }
-    owns_mount_ns(tid).unwrap_or(false)
+        .is_some_and(|caps| caps & (1 << cap) != 0)
+}
+
+/// Whether host uid `uid` is mapped in `tid`'s user namespace.
+pub fn uid_mapped(tid: i32, uid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{tid}/uid_map"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            (f.len() == 3).then(|| (f[1], f[2]))
+        })
+        .any(|(outside, count)| (outside..outside + count).contains(&u64::from(uid)))
 }
 
 fn ns_id(fd: &OwnedFd) -> io::Result<(u64, u64)> {

@@ -141,7 +141,14 @@ fn create_in(
         if let Some(socket) = &g.fs_socket {
             // Set first: a failure after the request still unregisters.
             undo.fs_registered = true;
-            add_emulated_files(socket, id, &cg.paths, &mut spec)?;
+            let mut extra_traps = Vec::new();
+            if knobs.ignore_sysfs_chown {
+                extra_traps.extend(crate::syscont::CHOWN_SYSCALLS);
+            }
+            if knobs.allow_trusted_xattr {
+                extra_traps.extend(crate::syscont::XATTR_SYSCALLS);
+            }
+            add_emulated_files(socket, id, &cg.paths, &extra_traps, &mut spec)?;
         }
     }
     let spec = &spec;
@@ -413,6 +420,7 @@ fn add_emulated_files(
     socket: &Path,
     id: &str,
     cgroup_paths: &[PathBuf],
+    extra_traps: &[&str],
     spec: &mut oci_spec::runtime::Spec,
 ) -> Result<()> {
     let registration =
@@ -437,7 +445,7 @@ fn add_emulated_files(
         }
     }
     if let Some(listener) = registration.listener {
-        crate::syscont::trap_mount_calls(spec, &listener)?;
+        crate::syscont::trap_calls(spec, &listener, extra_traps)?;
     }
     Ok(())
 }
