@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs lodge-runc on this host and runs its main job for now: a busybox container.
-# (System containers with systemd come with later milestones; see README.md.)
+# Installs Lodge (install/install.sh) and runs its main job: a system container booting systemd,
+# with Docker inside it. The Debian image is built from Debian's packages the first time (a few
+# minutes) and kept in /var/lib/lodge/images. The container keeps running afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -8,95 +9,89 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 step() { printf '\n== %s\n' "$*"; }
+started=$(date +%s)
 
-step "installing Debian packages (busybox-static, libseccomp-dev, pkg-config)"
-need=()
-for pkg in busybox-static libseccomp-dev pkg-config; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.80)" >&2; exit 1; }
+step "installing Lodge"
+bash install/install.sh
+export PATH=/usr/local/bin:$PATH
 
-step "building lodge-runc, lodge-mgr and lodge-fs (release)"
-cargo build --release -p lodge-runtime -p lodge-mgr -p lodge-fs
-install -m 0755 target/release/lodge-runc /usr/local/bin/lodge-runc
-install -m 0755 target/release/lodge-mgr /usr/local/bin/lodge-mgr
-install -m 0755 target/release/lodge-fs /usr/local/bin/lodge-fs
-echo "installed /usr/local/bin/lodge-runc: $(/usr/local/bin/lodge-runc --version | head -1)"
+images=/var/lib/lodge/images
+step "building the images (cached in $images)"
+bash install/images/build.sh debian $images/debian-bookworm-docker.tar \
+    systemd,systemd-sysv,dbus,procps,iproute2,iptables,docker.io
+bash install/images/build.sh busybox $images/busybox.tar
 
-step "starting lodge-mgr (reserves lodge's block in /etc/subuid and /etc/subgid)"
-if lodge-mgr status >/dev/null 2>&1; then
-    echo "already running"
-else
-    mkdir -p /run/lodge /var/log/lodge
-    nohup lodge-mgr >>/var/log/lodge/mgr.log 2>&1 &
-    echo $! > /run/lodge/mgr.pid
-    for _ in $(seq 100); do lodge-mgr status >/dev/null 2>&1 && break; sleep 0.1; done
-fi
-lodge-mgr status
-
-step "starting lodge-fs (the containers' own /proc and /sys files, FUSE at /var/lib/lodge-fs)"
-if lodge-fs status >/dev/null 2>&1; then
-    echo "already running"
-else
-    nohup lodge-fs >>/var/log/lodge/fs.log 2>&1 &
-    echo $! > /run/lodge/fs.pid
-    for _ in $(seq 100); do lodge-fs status >/dev/null 2>&1 && break; sleep 0.1; done
-fi
-lodge-fs status
-
-step "building a busybox bundle in /var/lib/lodge/quickstart"
 bundle=/var/lib/lodge/quickstart
-if [ ! -x "$bundle/rootfs/bin/sh" ]; then
+id=quickstart
+lodge-runc delete --force "$id" >/dev/null 2>&1 || true
+if ! [ -x "$bundle/rootfs/sbin/init" ]; then
+    step "unpacking the image into $bundle/rootfs"
     rm -rf --one-file-system "$bundle"
-    mkdir -p "$bundle"/rootfs/{bin,etc,proc,sys,dev,tmp,root}
-    cp /bin/busybox "$bundle/rootfs/bin/busybox"
-    for applet in $(/bin/busybox --list); do
-        [ "$applet" = busybox ] || ln -sf busybox "$bundle/rootfs/bin/$applet"
-    done
-    echo "root:x:0:0:root:/root:/bin/sh" > "$bundle/rootfs/etc/passwd"
+    mkdir -p "$bundle/rootfs/root/busybox"
+    tar -xf $images/debian-bookworm-docker.tar -C "$bundle/rootfs"
+    tar -xf $images/busybox.tar -C "$bundle/rootfs/root/busybox"
 fi
-# runc's default config, not a terminal. lodge-runc makes it a system container: its own user
-# namespace with an exclusive ID range from lodge-mgr (root inside is an unprivileged user
-# outside), its files ID-mapped to that root, a delegated cgroup.
+# A plain OCI config: lodge-runc turns it into a system container (its own user namespace with an
+# exclusive ID range, the rootfs ID-mapped to its root, delegated cgroups, lodge-fs's /proc and
+# /sys files, systemd's needs); LODGE_SPECIAL_VOLUMES puts /var/lib/docker on a lodge-mgr volume.
 cat > "$bundle/config.json" <<'JSON'
 {
   "ociVersion": "1.0.2",
   "process": {
     "terminal": false,
     "user": {"uid": 0, "gid": 0},
-    "args": ["sh", "-c", "echo \"hello from $(hostname): uid $(id -u) inside, mapped as: $(tr -s ' ' < /proc/self/uid_map), / owned by $(stat -c %U /), $(head -1 /proc/meminfo)\""],
-    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    "args": ["/sbin/init"],
+    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LODGE_SPECIAL_VOLUMES=TRUE"],
     "cwd": "/",
-    "capabilities": {
-      "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-      "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-      "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-    },
-    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-    "noNewPrivileges": true
+    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}]
   },
-  "root": {"path": "rootfs", "readonly": true},
-  "hostname": "lodge",
+  "root": {"path": "rootfs", "readonly": false},
+  "hostname": "lodge-quickstart",
   "mounts": [
     {"destination": "/proc", "type": "proc", "source": "proc"},
     {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
     {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
     {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+    {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
   ],
   "linux": {
-    "resources": {"devices": [{"allow": false, "access": "rwm"}], "pids": {"limit": 64}, "memory": {"limit": 268435456}},
+    "resources": {"memory": {"limit": 1073741824}, "pids": {"limit": 4096}},
     "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-    "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+    "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
     "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
   }
 }
 JSON
 
-step "running it: lodge-runc run --bundle $bundle quickstart"
-lodge-runc run --bundle "$bundle" "quickstart-$$"
-step "done"
+step "starting the system container: lodge-runc run -d --bundle $bundle $id"
+lodge-runc run -d --bundle "$bundle" "$id"
+echo "   inside, root is host uid $(lodge-runc exec "$id" cat /proc/self/uid_map | awk '{print $2}') (an exclusive range of $(lodge-runc exec "$id" cat /proc/self/uid_map | awk '{print $3}') IDs)"
+
+step "waiting for systemd"
+state=""
+for _ in $(seq 600); do
+    state=$(lodge-runc exec "$id" systemctl is-system-running 2>/dev/null || true)
+    case "$state" in initializing | starting | offline | "") sleep 0.2 ;; *) break ;; esac
+done
+echo "   systemctl is-system-running: $state"
+[ "$state" = running ] || lodge-runc exec "$id" systemctl --failed --no-pager || true
+
+step "Docker inside: importing busybox and running it"
+lodge-runc exec "$id" sh -c '
+    for _ in $(seq 300); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
+    echo "   inner dockerd: $(docker info --format "{{.ServerVersion}}, storage driver {{.Driver}}")"
+    docker image inspect busybox >/dev/null 2>&1 || tar -C /root/busybox -c . | docker import - busybox >/dev/null
+    docker run --rm busybox sh -c "echo \"   hello from an inner container: uid \$(id -u), \$(grep MemTotal /proc/meminfo | tr -s \" \")\""
+'
+
+step "done in $(( $(date +%s) - started )) s"
+cat <<EOF
+The system container keeps running:
+   lodge-runc exec -t $id bash                 a shell inside (systemd, Docker, free, nproc, …)
+   lodge-runc kill $id SIGRTMIN+3; lodge-runc delete $id      halt it, as a VM
+Uninstall: install/uninstall.sh
+EOF

@@ -52,6 +52,18 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Add lodge-runc to Docker's daemon.json (merged into what is there), or remove it
+    DockerRuntime {
+        /// add or remove
+        action: String,
+        #[arg(long, default_value = "/etc/docker/daemon.json")]
+        config: PathBuf,
+        #[arg(long, default_value = "lodge-runc")]
+        name: String,
+        /// The runtime binary Docker runs
+        #[arg(long, default_value = "/usr/local/bin/lodge-runc")]
+        runtime_path: PathBuf,
+    },
 }
 
 fn request(socket: &PathBuf, req: &Request) -> Result<Response> {
@@ -72,6 +84,24 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::DockerRuntime {
+            action,
+            config,
+            name,
+            runtime_path,
+        }) => {
+            let changed = match action.as_str() {
+                "add" => lodge_mgr::engines::add_docker_runtime(&config, &name, &runtime_path)?,
+                "remove" => lodge_mgr::engines::remove_docker_runtime(&config, &name)?,
+                other => anyhow::bail!("docker-runtime: unknown action {other:?} (add or remove)"),
+            };
+            println!(
+                "{}: {}",
+                config.display(),
+                if changed { "updated" } else { "unchanged" }
+            );
+            Ok(())
+        }
         Some(Command::Status) => match request(&cli.socket, &Request::Status)? {
             Response::Status {
                 version,

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Reverses install/install.sh: lodge-runc out of Docker's daemon.json (the rest of the file
+# kept) and dockerd reloaded; lodge-mgr and lodge-fs stopped (units removed, or supervisors
+# stopped); the binaries removed. lodge-mgr's state and volumes under LODGE_STATE_DIR, and its
+# block in /etc/subuid and /etc/subgid, stay (a reinstall finds its containers' ranges again)
+# unless --purge. The same environment variables as install.sh move the paths.
+set -euo pipefail
+if [ "$(id -u)" != 0 ]; then
+    echo "install/uninstall.sh: run as root" >&2
+    exit 1
+fi
+purge=false
+[ "${1:-}" = --purge ] && purge=true
+prefix=${LODGE_PREFIX:-/usr/local}
+run_dir=${LODGE_RUN_DIR:-/run/lodge}
+state_dir=${LODGE_STATE_DIR:-/var/lib/lodge}
+fs_mount=${LODGE_FS_MOUNT:-/var/lib/lodge-fs}
+docker_config=${LODGE_DOCKER_CONFIG:-/etc/docker/daemon.json}
+subuid=${LODGE_SUBUID:-/etc/subuid}
+subgid=${LODGE_SUBGID:-/etc/subgid}
+systemd_dir=${LODGE_SYSTEMD_DIR:-/etc/systemd/system}
+step() { printf '== %s\n' "$*"; }
+
+if [ -x "$prefix/bin/lodge-mgr" ] && [ -e "$docker_config" ]; then
+    step "removing lodge-runc from $docker_config"
+    "$prefix/bin/lodge-mgr" docker-runtime remove --config "$docker_config"
+    if [ -z "${LODGE_DOCKER_CONFIG:-}" ] && pid=$(pidof dockerd 2>/dev/null); then
+        # shellcheck disable=SC2086
+        kill -HUP $pid && echo "   dockerd reloaded"
+    fi
+fi
+
+for name in mgr fs; do
+    if [ -e "$systemd_dir/lodge-$name.service" ]; then
+        step "removing lodge-$name.service"
+        systemctl disable --now "lodge-$name.service" 2>/dev/null || true
+        rm -f "$systemd_dir/lodge-$name.service"
+        systemctl daemon-reload 2>/dev/null || true
+    fi
+    pidfile=$run_dir/$name.supervisor.pid
+    if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        step "stopping lodge-$name's supervisor"
+        sup=$(cat "$pidfile")
+        kill -TERM "$sup"
+        for _ in $(seq 100); do kill -0 "$sup" 2>/dev/null || break; sleep 0.1; done
+    fi
+    rm -f "$run_dir/$name.pid" "$run_dir/$name.supervisor.pid"
+done
+# lodge-fs unmounts its FUSE tree when it stops; a killed one leaves a dead mount.
+umount -l "$fs_mount" 2>/dev/null || true
+rmdir "$fs_mount" 2>/dev/null || true
+
+step "removing binaries from $prefix/bin"
+rm -f "$prefix/bin/lodge-runc" "$prefix/bin/lodge-mgr" "$prefix/bin/lodge-fs"
+rm -rf "$prefix/lib/lodge"
+rmdir "$run_dir" 2>/dev/null || true
+if $purge; then
+    step "removing lodge-mgr's state and volumes ($state_dir)"
+    rm -rf --one-file-system "$state_dir"
+    for f in "$subuid" "$subgid"; do
+        [ -e "$f" ] && sed -i '/^lodge:/d' "$f"
+    done
+fi
+step "uninstalled"
