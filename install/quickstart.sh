@@ -43,8 +43,7 @@ cat > "$bundle/config.json" <<'JSON'
     "args": ["/sbin/init"],
     "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LODGE_SPECIAL_VOLUMES=TRUE"],
-    "cwd": "/",
-    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}]
+    "cwd": "/"
   },
   "root": {"path": "rootfs", "readonly": false},
   "hostname": "lodge-quickstart",

@@ -55,6 +55,7 @@ if ! [ -s "$out" ]; then
     mv "$out.tmp" "$out"
     rm -rf --one-file-system "$tmp"
 fi
+[ -s "$out" ] && [ -z "${tmp:-}" ] && echo "== $out (built before)"
 if [ -n "$tag" ] && docker info >/dev/null 2>&1; then
     docker image inspect "$tag" >/dev/null 2>&1 || docker import "$out" "$tag" >/dev/null
     echo "== $out imported into Docker as $tag"
