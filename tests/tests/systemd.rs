@@ -19,6 +19,11 @@ fn systemd_boots_in_a_system_container() {
         c["hostname"] = "lodge-systemd".into();
         c["linux"]["resources"] = serde_json::json!({"memory": {"limit": 512u64 << 20}});
     });
+    std::fs::write(
+        b.rootfs().join("etc/systemd/system/lodge-hello.service"),
+        "[Unit]\nDescription=Lodge hello\n[Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap();
     let id = unique_id("systemd");
     let state = boot(&rt, &b, &id);
     let failed = rt.run(&[
@@ -51,6 +56,24 @@ fn systemd_boots_in_a_system_container() {
         field(&out, "journal").parse::<u32>().unwrap() >= 1,
         "journald logged the boot: {out}"
     );
+    // A service starts and stops; journald has its story; logind runs.
+    let out = rt.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "systemctl start lodge-hello; echo started $(systemctl is-active lodge-hello); \
+         systemctl stop lodge-hello; echo stopped $(systemctl is-active lodge-hello); \
+         echo logged $(journalctl -u lodge-hello --no-pager | grep -c 'Started lodge-hello.service'); \
+         echo journald $(systemctl is-active systemd-journald); \
+         echo logind $(systemctl is-active systemd-logind); loginctl list-sessions --no-legend; echo loginctl $?",
+    ]);
+    assert_eq!(field(&out, "started"), "active", "{out}");
+    assert_eq!(field(&out, "stopped"), "inactive", "{out}");
+    assert_eq!(field(&out, "logged"), "1", "{out}");
+    assert_eq!(field(&out, "journald"), "active", "{out}");
+    assert_eq!(field(&out, "logind"), "active", "{out}");
+    assert_eq!(field(&out, "loginctl"), "0", "{out}");
     // systemd halts on SIGRTMIN+3, as `docker stop` with STOPSIGNAL does.
     halt(&rt, &b, &id);
 }
@@ -97,7 +120,11 @@ fn docker_runs_inside_a_system_container() {
             .as_array_mut()
             .unwrap()
             .push("LODGE_SPECIAL_VOLUMES=TRUE".into());
-        c["linux"]["resources"] = serde_json::json!({"memory": {"limit": 1u64 << 30}});
+        // --memory 512m --cpus 2
+        c["linux"]["resources"] = serde_json::json!({
+            "memory": {"limit": 512u64 << 20},
+            "cpu": {"quota": 200000, "period": 100000},
+        });
     });
     // No registry is reachable: the inner image is the suite's busybox rootfs.
     let st = std::process::Command::new("cp")
@@ -107,26 +134,68 @@ fn docker_runs_inside_a_system_container() {
         .status()
         .unwrap();
     assert!(st.success());
+    std::fs::create_dir_all(b.rootfs().join("root/ctx")).unwrap();
+    std::fs::write(
+        b.rootfs().join("root/ctx/Dockerfile"),
+        "FROM busybox\nRUN echo built-inside > /built\nCMD [\"cat\", \"/built\"]\n",
+    )
+    .unwrap();
     let id = unique_id("dind");
     let state = boot(&rt, &b, &id);
     assert_eq!(state, "running");
-    let out = rt.run(&[
-        "exec",
-        &id,
-        "sh",
-        "-c",
-        "tar -C /root/busybox-rootfs -c . | docker import - busybox >/dev/null && \
+    let sh = |script: &str| {
+        let out = rt.run(&["exec", &id, "sh", "-c", script]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let text = sh(
+        "for _ in $(seq 300); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; \
+         tar -C /root/busybox-rootfs -c . | docker import - busybox >/dev/null && \
          docker run --rm busybox sh -c 'echo inner $(id -u)' && \
          docker run --rm --network none busybox echo isolated && \
-         docker info --format 'driver {{.Driver}}'",
-    ]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+         docker info --format 'driver {{.Driver}}'; \
+         echo outer_mem $(free -m | awk '/^Mem:/ {print $2}'); echo outer_cpus $(nproc); \
+         docker run --rm busybox sh -c 'echo inner_mem $(grep MemTotal /proc/meminfo | tr -s \" \"); \
+             echo inner_cpus $(grep -c ^processor /proc/cpuinfo)'; \
+         docker save busybox -o /root/bb.tar && docker rmi -f busybox >/dev/null && \
+         docker load -i /root/bb.tar >/dev/null && docker run --rm busybox echo loaded; \
+         docker build -q -t built /root/ctx >/dev/null && docker run --rm built",
     );
     assert_eq!(field(&text, "inner"), "0", "{text}");
     assert!(text.contains("isolated"), "{text}");
     assert_eq!(field(&text, "driver"), "overlay2", "{text}");
+    assert_eq!(field(&text, "outer_mem"), "512", "{text}");
+    assert_eq!(field(&text, "outer_cpus"), host_cpus.to_string(), "{text}");
+    assert_eq!(field(&text, "inner_mem"), "MemTotal: 524288 kB", "{text}");
+    assert_eq!(field(&text, "inner_cpus"), host_cpus.to_string(), "{text}");
+    assert!(text.contains("loaded"), "docker load: {text}");
+    assert!(text.contains("built-inside"), "docker build: {text}");
+    // Bridge networking with a published port, reached from the system container.
+    let text = sh(
+        "docker run -d --name web -p 8080:80 busybox sh -c \
+             'mkdir /www && echo hello-web > /www/index.html && httpd -f -p 80 -h /www' >/dev/null; \
+         for _ in $(seq 50); do \
+             /root/busybox-rootfs/bin/busybox wget -qO- http://127.0.0.1:8080/ 2>/dev/null && break; sleep 0.2; \
+         done; docker rm -f web >/dev/null",
+    );
+    assert!(text.contains("hello-web"), "port publishing: {text}");
+    // The inner images outlive a halt and a new start of the system container.
+    rt.ok(&["kill", &id, "SIGRTMIN+3"]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+    let state = boot(&rt, &b, &id);
+    assert_eq!(state, "running");
+    let text = sh(
+        "for _ in $(seq 300); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; \
+         docker images --format 'image {{.Repository}}'",
+    );
+    assert!(
+        text.contains("image busybox") && text.contains("image built"),
+        "{text}"
+    );
     halt(&rt, &b, &id);
 }
