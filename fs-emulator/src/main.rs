@@ -26,7 +26,8 @@ struct Cli {
     /// Run without the seccomp agent: containers' mount calls are not trapped
     #[arg(long)]
     no_seccomp: bool,
-    /// FUSE worker threads (default: one per online CPU, at most 8), each kept on one CPU
+    /// FUSE worker threads (default: one per CPU it may use, at most 8; pinned one per CPU when
+    /// that covers them all)
     #[arg(long)]
     threads: Option<usize>,
     /// Debug logging
@@ -79,14 +80,18 @@ fn main() -> anyhow::Result<()> {
     ];
     // Containers read as their own root, never as lodge-fs's user.
     config.acl = SessionACL::All;
-    let cpus = lodge_fs::cgroup::host_online_cpus();
+    let cpus = allowed_cpus();
     let threads = cli.threads.unwrap_or(cpus.len().clamp(1, 8)).max(1);
     config.n_threads = Some(threads);
     // One /dev/fuse fd per worker thread: no contention on a shared one.
     config.clone_fd = true;
     let session = fuser::spawn_mount(LodgeFs::new(registry.clone()), &cli.mountpoint, &config)
         .with_context(|| format!("mounting FUSE at {}", cli.mountpoint.display()))?;
-    pin_workers(&cpus, threads);
+    // Pinned only when every CPU lodge-fs may use gets a worker: on a bigger host, workers kept
+    // on a few CPUs would wait behind whatever else runs there.
+    if threads >= cpus.len() {
+        pin_workers(&cpus, threads);
+    }
     let listener = server::listen(&cli.socket)
         .with_context(|| format!("listening on {}", cli.socket.display()))?;
     let agent_socket = if cli.no_seccomp {
@@ -174,7 +179,21 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Keeps FUSE worker N on the Nth online CPU. A request is served by whichever worker waits
+/// The CPUs this process may run on (its affinity: a cpuset may allow fewer than are online).
+fn allowed_cpus() -> Vec<u32> {
+    // SAFETY: sched_getaffinity into a zeroed cpu_set_t of the size given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return lodge_fs::cgroup::host_online_cpus();
+        }
+        (0..libc::CPU_SETSIZE as u32)
+            .filter(|&c| libc::CPU_ISSET(c as usize, &set))
+            .collect()
+    }
+}
+
+/// Keeps FUSE worker N on the Nth CPU it may use. A request is served by whichever worker waits
 /// longest; when that one sits on the reader's CPU, neither side waits for a wake-up on another
 /// CPU, which on a VM costs more than the request itself (docs/performance.md).
 fn pin_workers(cpus: &[u32], workers: usize) {

@@ -125,11 +125,17 @@ mod tests {
         .unwrap();
         let bin = Path::new("/usr/local/bin/lodge-runc");
         assert!(add_docker_runtime(&f, "lodge-runc", bin).unwrap());
-        assert!(!add_docker_runtime(&f, "lodge-runc", bin).unwrap(), "idempotent");
+        assert!(
+            !add_docker_runtime(&f, "lodge-runc", bin).unwrap(),
+            "idempotent"
+        );
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
         assert_eq!(v["log-level"], "warn");
         assert_eq!(v["runtimes"]["crun"]["path"], "/usr/bin/crun");
-        assert_eq!(v["runtimes"]["lodge-runc"]["path"], "/usr/local/bin/lodge-runc");
+        assert_eq!(
+            v["runtimes"]["lodge-runc"]["path"],
+            "/usr/local/bin/lodge-runc"
+        );
         assert!(remove_docker_runtime(&f, "lodge-runc").unwrap());
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
         assert!(v["runtimes"].get("lodge-runc").is_none());

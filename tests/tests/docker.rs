@@ -587,7 +587,10 @@ fn docker_runs_systemd_and_interactive_shells() {
         "run -it --rm --runtime=lodge-runc --network none lodge-test/systemd".to_string(),
     ] {
         let out = shell(&cmd);
-        assert!(out.contains("Running") && out.contains("sleep 30"), "{cmd}: {out}");
+        assert!(
+            out.contains("Running") && out.contains("sleep 30"),
+            "{cmd}: {out}"
+        );
         assert!(out.contains("40 100"), "{cmd}: {out}");
     }
 
@@ -609,4 +612,82 @@ fn docker_runs_systemd_and_interactive_shells() {
         "cgroups left: {cgroups:?} (exit code {code})"
     );
     d.ok(&["rm", &name]);
+}
+
+/// Docker inside a system container that Docker runs: the inner daemon's images live on a
+/// lodge-mgr volume and survive `docker stop` and `docker start` of the outer container.
+#[test]
+fn inner_docker_images_survive_an_outer_docker_stop_and_start() {
+    let d = Dockerd::start();
+    let tar = Path::new(WORK).join("images/debian-bookworm-docker.tar");
+    d.ok(&["import", tar.to_str().unwrap(), "lodge-test/docker"]);
+    let name = unique_id("outer");
+    d.ok(&[
+        "run",
+        "-d",
+        "--runtime=lodge-runc",
+        "--network",
+        "none",
+        "--stop-signal",
+        "SIGRTMIN+3",
+        "-e",
+        "LODGE_SPECIAL_VOLUMES=TRUE",
+        "--name",
+        &name,
+        "lodge-test/docker",
+        "/sbin/init",
+    ]);
+    // The busybox rootfs goes in as a tarball on stdin.
+    let inner = |script: &str| {
+        let out = d
+            .client()
+            .args(["exec", "-i", &name, "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let wait_for_docker =
+        "for _ in $(seq 450); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; ";
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(busybox_template())
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let import = d
+        .client()
+        .args([
+            "exec",
+            "-i",
+            &name,
+            "sh",
+            "-c",
+            &format!("{wait_for_docker} docker import - inner-busybox"),
+        ])
+        .stdin(tar.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(tar.wait().unwrap().success());
+    assert!(
+        import.status.success(),
+        "inner docker import: {}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let out = inner("docker run --rm inner-busybox echo inner-ran; docker info --format 'root {{.DockerRootDir}} {{.Driver}}'");
+    assert!(out.contains("inner-ran"), "{out}");
+    assert!(out.contains("root /var/lib/docker overlay2"), "{out}");
+    d.ok(&["stop", "-t", "10", &name]);
+    d.ok(&["start", &name]);
+    let out = inner(&format!(
+        "{wait_for_docker} docker images --format 'image {{{{.Repository}}}}'; docker run --rm inner-busybox echo again"
+    ));
+    assert!(out.contains("image inner-busybox"), "{out}");
+    assert!(out.contains("again"), "{out}");
+    d.ok(&["rm", "-f", &name]);
 }

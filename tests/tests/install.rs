@@ -87,7 +87,10 @@ fn install_supervises_merges_and_uninstall_reverses() {
     // Idempotent: the same supervisors, the config untouched.
     let sup = pid(scratch.join("run/mgr.supervisor.pid"));
     let out = script("install.sh", &scratch, &["--bin-dir", &bins]);
-    assert!(out.contains("already supervised") && out.contains("unchanged"), "{out}");
+    assert!(
+        out.contains("already supervised") && out.contains("unchanged"),
+        "{out}"
+    );
     assert_eq!(pid(scratch.join("run/mgr.supervisor.pid")), sup);
 
     // A daemon that dies is restarted.
@@ -116,7 +119,10 @@ fn install_supervises_merges_and_uninstall_reverses() {
     assert!(config["runtimes"].get("lodge-runc").is_none(), "{config}");
     assert_eq!(config["runtimes"]["crun"]["path"], "/usr/bin/crun");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(&scratch.display().to_string()), "a mount left behind");
+    assert!(
+        !mounts.contains(&scratch.display().to_string()),
+        "a mount left behind"
+    );
     assert!(!std::fs::read_to_string(scratch.join("subuid"))
         .unwrap()
         .contains("lodge:"));

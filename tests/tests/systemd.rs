@@ -151,7 +151,9 @@ fn docker_runs_inside_a_system_container() {
             String::from_utf8_lossy(&out.stderr)
         )
     };
-    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let host_cpus = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
     let text = sh(
         "for _ in $(seq 300); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; \
          tar -C /root/busybox-rootfs -c . | docker import - busybox >/dev/null && \
