@@ -87,7 +87,18 @@ fn a_new_procfs_inside_is_emulated_in_any_pid_and_user_namespace() {
          echo added $(( $(grep -c . /proc/self/mountinfo) - before )); \
          echo proc_tree $(awk '$5 == \"/proc\" || $5 ~ \"^/proc/\"' /proc/self/mountinfo | grep -c .); \
          echo options $(awk '$5 == \"/mnt/p\" {print $NF}' /proc/self/mountinfo); \
-         echo mem $(grep MemTotal /mnt/p/meminfo); umount -l /mnt/p; echo umount $?",
+         echo mem $(grep MemTotal /mnt/p/meminfo); \
+         echo 5 > /mnt/p/sys/kernel/panic; echo knob_rw $?; \
+         mount -o remount,ro /mnt/p; echo remount_ro $?; \
+         echo 6 > /mnt/p/sys/kernel/panic; echo knob_ro $? $(cat /mnt/p/sys/kernel/panic); \
+         umount -l /mnt/p; echo umount $?",
+    );
+    assert_eq!(field(&out, "knob_rw"), "0", "{out}");
+    assert_eq!(field(&out, "remount_ro"), "0", "{out}");
+    assert_eq!(
+        field(&out, "knob_ro"),
+        "1 5",
+        "a read-only procfs has read-only files: {out}"
     );
     assert_eq!(field(&out, "rc"), "0", "{out}");
     assert_eq!(field(&out, "added"), field(&out, "proc_tree"), "{out}");

@@ -341,7 +341,7 @@ impl Call<'_> {
         let has = |f: libc::c_ulong| flags & f != 0;
         if has(libc::MS_REMOUNT) {
             if has(libc::MS_RDONLY) {
-                return Outcome::Continue;
+                return self.remount_read_only(&target, has(libc::MS_BIND));
             }
             let (t, id, _) = try_call!(self.mount_at(&target, true));
             return match id.and_then(|id| t.by_id(id)) {
@@ -409,6 +409,31 @@ impl Call<'_> {
             ?kind,
             "new filesystem with the container's emulation"
         );
+        Outcome::Value(0)
+    }
+
+    /// A read-only remount of a procfs or sysfs that carries the container's files: on a normal
+    /// host all of /proc would turn read-only, so the files and masks on it do too (the kernel
+    /// would change only the mount named). Other remounts are the kernel's.
+    fn remount_read_only(&self, target: &PathArg, bind: bool) -> Outcome {
+        let (t, id, is_root) = try_call!(self.mount_at(target, true));
+        let Some(m) = id.and_then(|id| t.by_id(id)) else {
+            return Outcome::Continue;
+        };
+        if !is_root || !matches!(m.fstype.as_str(), "proc" | "sysfs") || t.descendants(m).is_empty()
+        {
+            return Outcome::Continue;
+        }
+        if !view::may_mount(self.tid()) {
+            return Outcome::Errno(libc::EPERM);
+        }
+        let options = try_call!(self.string(4)).unwrap_or_default();
+        let _in_caller = try_call!(self.agent.host.enter(self.tid()));
+        let fd = try_call!(target.open(true));
+        if !bind {
+            try_call!(sys::reconfigure(fd.as_raw_fd(), &options, true));
+        }
+        try_call!(sys::set_attrs(fd.as_raw_fd(), sys::MOUNT_ATTR_RDONLY));
         Outcome::Value(0)
     }
 

@@ -283,3 +283,42 @@ pub fn removexattr(path: &str, name: &[u8]) -> io::Result<()> {
     // SAFETY: valid C strings.
     ok_or_err(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) } as libc::c_long)
 }
+
+/// Reconfigures the filesystem of mount `fd` (a remount without MS_BIND): mount(2)'s `data`
+/// options, and read-only with `read_only`.
+pub fn reconfigure(fd: RawFd, data: &[u8], read_only: bool) -> io::Result<()> {
+    const FSPICK_CLOEXEC: u32 = 1;
+    const FSPICK_EMPTY_PATH: u32 = 8;
+    const FSCONFIG_CMD_RECONFIGURE: u32 = 7;
+    // SAFETY: a static C string and plain integers.
+    let fs = fd_or_err(unsafe {
+        libc::syscall(
+            libc::SYS_fspick,
+            fd,
+            c"".as_ptr(),
+            FSPICK_CLOEXEC | FSPICK_EMPTY_PATH,
+        )
+    })?;
+    let data = String::from_utf8_lossy(data);
+    for opt in data.split(',').filter(|o| !o.is_empty()) {
+        let (k, v) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        fsconfig_option(&fs, k, v)?;
+    }
+    if read_only {
+        fsconfig_option(&fs, "ro", None)?;
+    }
+    // SAFETY: plain integers.
+    ok_or_err(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_RECONFIGURE,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    })
+}
