@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use lodge_tests::{remove_tree, unique_id, Bundle, Runtime, WORK};
+use lodge_tests::{field, remove_tree, unique_id, Bundle, Runtime, WORK};
 
 struct Container {
     rt: Runtime,
@@ -145,6 +145,22 @@ fn root_has_every_capability_yet_cannot_reach_the_host() {
     assert!(host.try_wait().unwrap().is_none(), "the host process lives");
     let _ = host.kill();
     let _ = host.wait();
+
+    // Read-only mounts stay read-only and masks stay in place, here and in a new mount
+    // namespace (lodge-fs's seccomp agent; tests/tests/intercept.rs has the rest).
+    for wrap in ["sh -c", "unshare -m sh -c"] {
+        let out = c.sh(&format!(
+            "{wrap} 'mount -o remount,rw /proc/bus; echo remount $?; \
+             mount -o remount,rw,bind /sys; echo remount_sys $?; \
+             umount /proc/timer_list; echo unmask $?; umount -l /sys/firmware; echo unmask_dir $?; \
+             echo timer $(wc -c < /proc/timer_list); echo firmware $(ls /sys/firmware | wc -l)'"
+        ));
+        for key in ["remount", "remount_sys", "unmask", "unmask_dir"] {
+            assert_ne!(field(&out, key), "0", "{wrap}: {key}: {out}");
+        }
+        assert_eq!(field(&out, "timer"), "0", "{wrap}: {out}");
+        assert_eq!(field(&out, "firmware"), "0", "{wrap}: {out}");
+    }
 
     // Unmasking /proc/kcore (host memory) gives nothing to read.
     let out =
