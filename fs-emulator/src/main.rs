@@ -97,8 +97,8 @@ fn main() -> anyhow::Result<()> {
     let agent_socket = if cli.no_seccomp {
         None
     } else {
-        let agent =
-            lodge_fs::seccomp::Agent::new(&cli.mountpoint).context("starting the seccomp agent")?;
+        let agent = lodge_fs::seccomp::Agent::new(&cli.mountpoint, registry.clone())
+            .context("starting the seccomp agent")?;
         let socket = cli
             .seccomp_socket
             .clone()

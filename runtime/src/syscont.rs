@@ -289,8 +289,8 @@ fn allow_system_syscalls(linux: &mut oci_spec::runtime::Linux) {
 }
 
 /// The calls lodge-fs's seccomp agent answers for a system container (docs/syscall-interception.md):
-/// new procfs and sysfs mounts get the container's emulation, and the container's initial
-/// masks and read-only mounts cannot be undone. ("umount" is the name of umount2 on some
+/// new procfs and sysfs mounts get the container's emulation, the container's initial masks and
+/// read-only mounts cannot be undone, and sysinfo(2) reports the container's figures. ("umount" is the name of umount2 on some
 /// architectures; names the kernel here lacks are skipped.)
 pub const TRAPPED_SYSCALLS: &[&str] = &[
     "mount",
@@ -299,6 +299,7 @@ pub const TRAPPED_SYSCALLS: &[&str] = &[
     "move_mount",
     "mount_setattr",
     "openat2",
+    "sysinfo",
 ];
 
 /// Trapped with `LODGE_IGNORE_SYSFS_CHOWN=TRUE`.

@@ -318,3 +318,16 @@ fn knobs_trap_sysfs_chown_and_trusted_overlay_xattrs() {
     ));
     assert_ne!(field(&out, "set"), "ok", "{out}");
 }
+
+#[test]
+fn sysinfo_reports_the_containers_memory_and_uptime() {
+    let c = Container::busybox(256);
+    // busybox's free and uptime read sysinfo(2), not /proc.
+    let out = c.sh(
+        "echo total $(free -m | awk '/^Mem:/ {print $2}'); echo swap $(free -m | awk '/^Swap:/ {print $2}'); \
+         echo up $(uptime | sed 's/.* up \\([^,]*\\),.*/\\1/')",
+    );
+    assert_eq!(field(&out, "total"), "256", "{out}");
+    assert_eq!(field(&out, "swap"), "0", "{out}");
+    assert_eq!(field(&out, "up"), "0 min", "the container's age: {out}");
+}

@@ -162,7 +162,8 @@ fn docker_runs_inside_a_system_container() {
          docker info --format 'driver {{.Driver}}'; \
          echo outer_mem $(free -m | awk '/^Mem:/ {print $2}'); echo outer_cpus $(nproc); \
          docker run --rm busybox sh -c 'echo inner_mem $(grep MemTotal /proc/meminfo | tr -s \" \"); \
-             echo inner_cpus $(grep -c ^processor /proc/cpuinfo)'; \
+             echo inner_cpus $(grep -c ^processor /proc/cpuinfo); \
+             echo inner_free $(free -m | awk \"/^Mem:/ {print \\$2}\"); echo inner_nproc $(nproc)'; \
          docker save busybox -o /root/bb.tar && docker rmi -f busybox >/dev/null && \
          docker load -i /root/bb.tar >/dev/null && docker run --rm busybox echo loaded; \
          docker build -q -t built /root/ctx >/dev/null && docker run --rm built",
@@ -174,8 +175,20 @@ fn docker_runs_inside_a_system_container() {
     assert_eq!(field(&text, "outer_cpus"), host_cpus.to_string(), "{text}");
     assert_eq!(field(&text, "inner_mem"), "MemTotal: 524288 kB", "{text}");
     assert_eq!(field(&text, "inner_cpus"), host_cpus.to_string(), "{text}");
+    assert_eq!(
+        field(&text, "inner_free"),
+        "512",
+        "busybox's free (sysinfo): {text}"
+    );
+    assert_eq!(field(&text, "inner_nproc"), host_cpus.to_string(), "{text}");
     assert!(text.contains("loaded"), "docker load: {text}");
     assert!(text.contains("built-inside"), "docker build: {text}");
+    let volume = sh("grep -c ' /var/lib/docker ' /proc/self/mountinfo");
+    assert_eq!(
+        volume.trim(),
+        "1",
+        "the inner images on lodge-mgr's volume: {volume}"
+    );
     // Bridge networking with a published port, reached from the system container.
     let text = sh(
         "docker run -d --name web -p 8080:80 busybox sh -c \

@@ -31,6 +31,32 @@ fn kib_field(text: &str, key: &str) -> Option<u64> {
 /// The other usage lines come from memory.stat; swap is off (SwapTotal 0). Lines this file does
 /// not compute are the host's.
 fn meminfo(c: &Container) -> String {
+    let (host_text, ours) = memory(c);
+    let mut out = String::with_capacity(host_text.len());
+    let mut done: Vec<&str> = vec![];
+    for line in host_text.lines() {
+        let key = line.split(':').next().unwrap_or("");
+        match ours.iter().find(|(k, _)| *k == key) {
+            Some((k, v)) => {
+                out.push_str(&format!("{:<16}{v:>8} kB\n", format!("{k}:")));
+                done.push(k);
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    for (k, v) in &ours {
+        if !done.contains(k) {
+            out.push_str(&format!("{:<16}{v:>8} kB\n", format!("{k}:")));
+        }
+    }
+    out
+}
+
+/// The host's /proc/meminfo and the container's own lines (name, KiB), as `meminfo` says.
+fn memory(c: &Container) -> (String, Vec<(&'static str, u64)>) {
     let host_text = host("/proc/meminfo");
     let host_total = kib_field(&host_text, "MemTotal").unwrap_or(0);
     let limit = c
@@ -91,27 +117,32 @@ fn meminfo(c: &Container) -> String {
         ("SReclaimable", slab_reclaimable),
         ("SUnreclaim", slab_unreclaimable),
     ];
-    let mut out = String::with_capacity(host_text.len());
-    let mut done: Vec<&str> = vec![];
-    for line in host_text.lines() {
-        let key = line.split(':').next().unwrap_or("");
-        match ours.iter().find(|(k, _)| *k == key) {
-            Some((k, v)) => {
-                out.push_str(&format!("{:<16}{v:>8} kB\n", format!("{k}:")));
-                done.push(k);
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
+    (host_text, ours)
+}
+
+/// What sysinfo(2) reports, for the container: the same memory as its /proc/meminfo, its age,
+/// its load averages and its task count (the seccomp agent answers sysinfo with it).
+pub struct SystemFigures {
+    pub uptime: f64,
+    pub loads: [f64; 3],
+    /// KiB.
+    pub total: u64,
+    pub free: u64,
+    pub shared: u64,
+    pub procs: usize,
+}
+
+pub fn system_figures(c: &Container) -> SystemFigures {
+    let (_, ours) = memory(c);
+    let get = |k: &str| ours.iter().find(|(n, _)| *n == k).map_or(0, |(_, v)| *v);
+    SystemFigures {
+        uptime: (now() - c.created).max(0.0),
+        loads: *c.load.lock().unwrap_or_else(|e| e.into_inner()),
+        total: get("MemTotal"),
+        free: get("MemFree"),
+        shared: get("Shmem"),
+        procs: task_counts(c).1,
     }
-    for (k, v) in &ours {
-        if !done.contains(k) {
-            out.push_str(&format!("{:<16}{v:>8} kB\n", format!("{k}:")));
-        }
-    }
-    out
 }
 
 /// The host's processor blocks for the container's CPUs only, renumbered from 0.

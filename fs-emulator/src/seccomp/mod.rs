@@ -47,16 +47,22 @@ struct Tracked {
 
 pub struct Agent {
     host: HostView,
+    /// Registered containers: sysinfo(2) is answered from their figures.
+    registry: Arc<crate::registry::Registry>,
     /// st_dev of lodge-fs's own files.
     emulated_dev: u64,
     containers: Mutex<HashMap<String, Weak<Tracked>>>,
 }
 
 impl Agent {
-    pub fn new(emulated_root: &Path) -> io::Result<Agent> {
+    pub fn new(
+        emulated_root: &Path,
+        registry: Arc<crate::registry::Registry>,
+    ) -> io::Result<Agent> {
         use std::os::unix::fs::MetadataExt;
         Ok(Agent {
             host: HostView::open()?,
+            registry,
             emulated_dev: std::fs::metadata(emulated_root)?.dev(),
             containers: Mutex::default(),
         })
@@ -246,6 +252,7 @@ impl Call<'_> {
                 libc::SYS_move_mount => self.move_mount(),
                 libc::SYS_mount_setattr => self.mount_setattr(),
                 libc::SYS_openat2 => self.openat2(),
+                libc::SYS_sysinfo => self.sysinfo(),
                 #[cfg(target_arch = "x86_64")]
                 libc::SYS_chown => self.chown(Some(libc::AT_FDCWD), 0, true),
                 #[cfg(target_arch = "x86_64")]
@@ -579,6 +586,46 @@ impl Call<'_> {
         match self.listener.return_fd(self.n.id, fd.as_raw_fd(), cloexec) {
             Ok(()) => Outcome::Done,
             Err(e) => errno(e),
+        }
+    }
+
+    /// sysinfo(2): the container's memory, uptime, load and task count (what its /proc/meminfo,
+    /// uptime and loadavg say), so that busybox's `free` and `uptime`, and glibc's
+    /// `sysconf(_SC_PHYS_PAGES)`, see the container. An unregistered container gets the kernel's.
+    fn sysinfo(&self) -> Outcome {
+        let registry = &self.agent.registry;
+        let Some(c) = registry
+            .slot_of(&self.tracked.id)
+            .and_then(|s| registry.get(s))
+        else {
+            return Outcome::Continue;
+        };
+        let f = crate::files::proc::system_figures(&c);
+        // SAFETY: a plain C struct, zeroed, then filled.
+        let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+        info.uptime = f.uptime as libc::c_long;
+        for (slot, load) in info.loads.iter_mut().zip(f.loads) {
+            // Fixed point, SI_LOAD_SHIFT = 16.
+            *slot = (load * 65536.0) as libc::c_ulong;
+        }
+        info.totalram = (f.total * 1024) as libc::c_ulong;
+        info.freeram = (f.free * 1024) as libc::c_ulong;
+        info.sharedram = (f.shared * 1024) as libc::c_ulong;
+        info.procs = f.procs.min(u16::MAX as usize) as u16;
+        info.mem_unit = 1;
+        // SAFETY: viewing a plain C struct as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&info as *const libc::sysinfo).cast::<u8>(),
+                std::mem::size_of::<libc::sysinfo>(),
+            )
+        };
+        if !self.live() {
+            return Outcome::Done;
+        }
+        match notif::write_memory(self.tid(), self.arg(0), bytes) {
+            Ok(()) => Outcome::Value(0),
+            Err(_) => Outcome::Errno(libc::EFAULT),
         }
     }
 
