@@ -68,18 +68,36 @@ fn own_cgroup_paths() -> Vec<PathBuf> {
     out
 }
 
-fn reads_per_second(path: &Path, threads: usize) -> f64 {
+/// How a reader reads.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// cat: open, read until EOF, close.
+    Cat,
+    /// top, free -s, vmstat: the file stays open and is read again from offset 0.
+    Reread,
+}
+
+fn reads_per_second(path: &Path, threads: usize, mode: Mode) -> f64 {
     let counts: Vec<u64> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    // cat's way: a fixed buffer, read until EOF (no size hint from stat).
+                    // A fixed buffer, as cat and procps use (no size hint from stat).
                     let mut buf = vec![0u8; 128 * 1024];
                     let mut n = 0u64;
+                    let kept = std::fs::File::open(path).expect("open");
                     let start = Instant::now();
                     while start.elapsed() < WINDOW {
-                        let mut f = std::fs::File::open(path).expect("open");
-                        while f.read(&mut buf).expect("read") > 0 {}
+                        match mode {
+                            Mode::Cat => {
+                                let mut f = std::fs::File::open(path).expect("open");
+                                while f.read(&mut buf).expect("read") > 0 {}
+                            }
+                            Mode::Reread => {
+                                use std::os::unix::fs::FileExt;
+                                kept.read_at(&mut buf, 0).expect("read");
+                            }
+                        }
                         n += 1;
                     }
                     n
@@ -143,29 +161,37 @@ pub fn fs_bench(lodge_fs: &Path) {
     } else {
         println!("lxcfs: not installed, skipped (apt-get install lxcfs)");
     }
-    println!(
-        "reads/s (open, read to the end, close) over {} ms windows, kernel {}",
-        WINDOW.as_millis(),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-    );
-    println!(
-        "{:<10} {:>7} {:>12} {:>12} {:>12} {:>14}",
-        "file", "threads", "lodge-fs", "lxcfs", "kernel", "lodge-fs/lxcfs"
-    );
-    for file in FILES {
-        for threads in [1, 2] {
-            let l = reads_per_second(&ours.join("bench/proc").join(file), threads);
-            let x = lxcfs
-                .as_ref()
-                .map(|_| reads_per_second(&lxcfs_mnt.join("proc").join(file), threads));
-            let k = reads_per_second(&Path::new("/proc").join(file), threads);
-            let ratio = x.map_or("-".to_string(), |x| format!("{:.2}", l / x));
-            println!(
-                "{file:<10} {threads:>7} {l:>12.0} {:>12} {k:>12.0} {ratio:>14}",
-                x.map_or("-".to_string(), |x| format!("{x:.0}"))
-            );
+    for (mode, what) in [
+        (Mode::Cat, "open, read to the end, close (cat)"),
+        (
+            Mode::Reread,
+            "one open file read again from offset 0 (top, free -s, vmstat)",
+        ),
+    ] {
+        println!(
+            "\nreads/s, {what}, over {} ms windows, kernel {}",
+            WINDOW.as_millis(),
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+        );
+        println!(
+            "{:<10} {:>7} {:>12} {:>12} {:>12} {:>14}",
+            "file", "threads", "lodge-fs", "lxcfs", "kernel", "lodge-fs/lxcfs"
+        );
+        for file in FILES {
+            for threads in [1, 2] {
+                let l = reads_per_second(&ours.join("bench/proc").join(file), threads, mode);
+                let x = lxcfs
+                    .as_ref()
+                    .map(|_| reads_per_second(&lxcfs_mnt.join("proc").join(file), threads, mode));
+                let k = reads_per_second(&Path::new("/proc").join(file), threads, mode);
+                let ratio = x.map_or("-".to_string(), |x| format!("{:.2}", l / x));
+                println!(
+                    "{file:<10} {threads:>7} {l:>12.0} {:>12} {k:>12.0} {ratio:>14}",
+                    x.map_or("-".to_string(), |x| format!("{x:.0}"))
+                );
+            }
         }
     }
     for i in 0..100 {

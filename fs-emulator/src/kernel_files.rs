@@ -44,7 +44,7 @@ fn handle(path: &Path, fresh: bool) -> Option<Arc<File>> {
 
 fn read_from_start(f: &File) -> std::io::Result<String> {
     let mut out = Vec::with_capacity(4096);
-    let mut buf = [0u8; 16384];
+    let mut buf = [0u8; 16384]; // (on the stack: no allocation per read)
     loop {
         let n = f.read_at(&mut buf, out.len() as u64)?;
         if n == 0 {
@@ -61,6 +61,25 @@ pub fn read(path: &Path) -> Option<String> {
         Ok(s) => Some(s),
         Err(_) => read_from_start(&*handle(path, true)?).ok(),
     }
+}
+
+/// The file's content as read at most `max_age` ago: for host files that are costly to produce
+/// and change little (the kernel formats /proc/cpuinfo for every CPU on every read; only its
+/// "cpu MHz" lines move).
+pub fn read_recent(path: &Path, max_age: Duration) -> Option<String> {
+    static RECENT: LazyLock<Mutex<HashMap<PathBuf, (Instant, String)>>> =
+        LazyLock::new(Mutex::default);
+    if let Some((at, text)) = RECENT.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+        if at.elapsed() < max_age {
+            return Some(text.clone());
+        }
+    }
+    let text = read(path)?;
+    RECENT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.to_path_buf(), (Instant::now(), text.clone()));
+    Some(text)
 }
 
 /// Whether the file exists (opens).

@@ -148,7 +148,13 @@ pub fn system_figures(c: &Container) -> SystemFigures {
 /// The host's processor blocks for the container's CPUs only, renumbered from 0.
 fn cpuinfo(c: &Container) -> String {
     let cpus = c.cgroup.cpus();
-    let text = host("/proc/cpuinfo");
+    // The host's text, at most a second old: producing it is most of a read's cost, and only
+    // its "cpu MHz" lines change (docs/emulated-files.md).
+    let text = crate::kernel_files::read_recent(
+        std::path::Path::new("/proc/cpuinfo"),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap_or_default();
     let mut out = String::with_capacity(text.len());
     let mut next = 0;
     for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
