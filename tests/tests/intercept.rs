@@ -240,7 +240,19 @@ fn an_inner_runc_container_gets_the_outer_emulation_and_masks() {
 
 #[test]
 fn openat2_without_crossing_mounts_reaches_emulated_files() {
-    let c = Container::start(debian_with_busybox(&["sleep", "1000"]), 128);
+    // A host file, root's and read-only to others, bound in read-write: only ownership guards it.
+    let host_dir = Path::new(WORK).join(unique_id("o2"));
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let host_file = host_dir.join("keep");
+    std::fs::write(&host_file, "keep").unwrap();
+    let mut b = debian_with_busybox(&["sleep", "1000"]);
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/hostfile", "type": "bind",
+            "source": host_file.display().to_string(), "options": ["bind"]
+        }))
+    });
+    let c = Container::start(b, 128);
     // openat2(dirfd of /proc, path, {resolve: RESOLVE_NO_XDEV}) as runc ≥ 1.2 does; 437 is
     // openat2 on x86_64 and aarch64 alike.
     let perl = r#"use Fcntl; sysopen(my $d, "/proc", O_RDONLY|O_DIRECTORY) or die; for my $p (@ARGV) { my $path = $p; my $how = pack("QQQ", 0, 0, 1); my $fd = syscall(437, fileno($d), $path, $how, 24); if ($fd < 0) { print "$p error $!\n"; next } open(my $f, "<&=", $fd) or die; my $l = <$f>; chomp $l; print "$p $l\n" }"#;
@@ -252,6 +264,14 @@ fn openat2_without_crossing_mounts_reaches_emulated_files() {
     let mem: Vec<&str> = field(&out, "meminfo").split_whitespace().collect();
     assert_eq!(mem, ["MemTotal:", "131072", "kB"], "{out}");
     assert!(!field(&out, "sys/kernel/panic").contains("error"), "{out}");
+    // O_WRONLY|O_TRUNC with RESOLVE_NO_XDEV on a file that is not lodge-fs's: the kernel's
+    // answer, and the host file untouched (the agent looks before it opens).
+    let trunc = r#"my ($p, $how) = ("/hostfile", pack("QQQ", 513, 0, 1)); my $fd = syscall(437, -100, $p, $how, 24); print "trunc ", ($fd < 0 ? "$!" : "opened"), "\n";"#;
+    let out = c.sh(&format!("perl -e '{trunc}'"));
+    assert_ne!(field(&out, "trunc"), "opened", "{out}");
+    assert_eq!(std::fs::read_to_string(&host_file).unwrap(), "keep");
+    drop(c);
+    std::fs::remove_dir_all(&host_dir).unwrap();
 }
 
 #[test]

@@ -547,7 +547,7 @@ impl Call<'_> {
         }
         let how = try_call!(notif::read_memory(self.tid(), self.arg(2), 24));
         let word = |i: usize| u64::from_ne_bytes(how[i * 8..i * 8 + 8].try_into().unwrap());
-        let (flags, mode, resolve) = (word(0), word(1), word(2));
+        let (flags, resolve) = (word(0), word(2));
         if resolve & sys::RESOLVE_NO_XDEV == 0 {
             return Outcome::Continue;
         }
@@ -563,25 +563,35 @@ impl Call<'_> {
         if !self.live() {
             return Outcome::Done;
         }
-        let relaxed = sys::OpenHow {
-            flags: flags | libc::O_CLOEXEC as u64,
-            mode,
+        // First only find what the path names (O_PATH: no side effect such as O_CREAT or
+        // O_TRUNC as host root), and go on only for a lodge-fs file the caller may open.
+        let lookup = sys::OpenHow {
+            flags: (libc::O_PATH | libc::O_CLOEXEC) as u64 | flags & libc::O_NOFOLLOW as u64,
+            mode: 0,
             resolve: resolve & !sys::RESOLVE_NO_XDEV,
         };
-        let fd = {
+        let found = {
             let _in_caller = try_call!(self.agent.host.enter(self.tid()));
             let path = match &arg {
                 PathArg::Opened(_) => return Outcome::Continue,
                 PathArg::At(_, p) => p,
             };
-            match sys::openat2(arg.dir_fd(), path, &relaxed) {
+            match sys::openat2(arg.dir_fd(), path, &lookup) {
                 Ok(fd) => fd,
                 Err(_) => return Outcome::Continue,
             }
         };
-        if !self.is_emulated(&fd) || !may_open(self.tid(), &fd, flags) {
+        if !self.is_emulated(&found) || !may_open(self.tid(), &found, flags) {
             return Outcome::Continue;
         }
+        // Then open that very file with the caller's flags (it exists: no O_CREAT or O_EXCL).
+        let reopen = flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW) as u64)
+            | libc::O_CLOEXEC as u64;
+        let fd = try_call!(sys::openat(
+            libc::AT_FDCWD,
+            format!("/proc/self/fd/{}", found.as_raw_fd()).as_bytes(),
+            reopen as i32
+        ));
         let cloexec = flags & libc::O_CLOEXEC as u64 != 0;
         match self.listener.return_fd(self.n.id, fd.as_raw_fd(), cloexec) {
             Ok(()) => Outcome::Done,
