@@ -142,6 +142,13 @@ fn root_has_every_capability_yet_cannot_reach_the_host() {
         "kill -9 {pid}; echo rc=$?; cat /proc/{pid}/environ; echo rc=$?"
     ));
     assert_eq!(out.matches("rc=1").count(), 2, "{out}");
+    // Nor a procfs for another pid namespace (procfs's pidns option, which lodge-fs's agent
+    // would resolve with its own privileges).
+    let out = c.sh(&format!(
+        "mkdir -p /tmp/q; mount -t proc -o pidns=/proc/1/ns/pid proc /tmp/q; echo rc=$?; \
+         test -e /tmp/q/{pid} && echo visible; umount /tmp/q 2>/dev/null; true"
+    ));
+    assert!(!out.contains("visible") && !out.contains("rc=0"), "{out}");
     assert!(host.try_wait().unwrap().is_none(), "the host process lives");
     let _ = host.kill();
     let _ = host.wait();

@@ -51,6 +51,8 @@ pub struct Agent {
     registry: Arc<crate::registry::Registry>,
     /// st_dev of lodge-fs's own files.
     emulated_dev: u64,
+    /// Whether this kernel lets the agent build procfs and sysfs trees (`newfs::supported`).
+    builds_trees: bool,
     containers: Mutex<HashMap<String, Weak<Tracked>>>,
 }
 
@@ -60,8 +62,16 @@ impl Agent {
         registry: Arc<crate::registry::Registry>,
     ) -> io::Result<Agent> {
         use std::os::unix::fs::MetadataExt;
+        let builds_trees = newfs::supported();
+        if !builds_trees {
+            tracing::warn!(
+                "this kernel lacks procfs's pidns option or mounts onto detached trees (< 6.15): \
+                 procfs and sysfs mounted inside containers will show the host's view"
+            );
+        }
         Ok(Agent {
             host: HostView::open()?,
+            builds_trees,
             registry,
             emulated_dev: std::fs::metadata(emulated_root)?.dev(),
             containers: Mutex::default(),
@@ -398,15 +408,12 @@ impl Call<'_> {
             attrs: newfs::attrs_of(flags),
             overlays,
         };
-        let tree = match newfs::build(&self.agent.host, &req) {
-            Ok(tree) => tree,
+        if !self.agent.builds_trees {
             // A kernel without procfs's pidns option or mounts onto detached trees (< 6.15):
-            // the kernel mounts it as asked, without the emulation.
-            Err(e) => {
-                tracing::warn!(id = self.tracked.id, ?kind, error = %e, "cannot build the emulated tree; mounted as asked");
-                return Outcome::Continue;
-            }
-        };
+            // the kernel mounts it as asked, without the emulation (logged at start).
+            return Outcome::Continue;
+        }
+        let tree = try_call!(newfs::build(&self.agent.host, &req));
         if !self.live() {
             return Outcome::Done;
         }
@@ -434,7 +441,13 @@ impl Call<'_> {
         if !view::may_mount(self.tid()) {
             return Outcome::Errno(libc::EPERM);
         }
-        let options = try_call!(self.string(4)).unwrap_or_default();
+        let kind = if m.fstype == "proc" {
+            newfs::Kind::Proc
+        } else {
+            newfs::Kind::Sys
+        };
+        let data = try_call!(self.string(4)).unwrap_or_default();
+        let options = try_call!(newfs::caller_options(kind, &data));
         let _in_caller = try_call!(self.agent.host.enter(self.tid()));
         let fd = try_call!(target.open(true));
         if !bind {

@@ -59,6 +59,40 @@ pub fn attrs_of(flags: u64) -> u64 {
     a
 }
 
+/// mount(2)'s data for a procfs or sysfs, as fsconfig options: only what a caller may choose
+/// for its own view — procfs's `hidepid`, `gid` and `subset`, and the generic superblock flags
+/// the legacy string may carry. Anything else is EINVAL; procfs's `pidns` in particular, which
+/// lodge-fs would resolve with its own privileges (it could name the host's pid namespace).
+pub fn caller_options(kind: Kind, data: &[u8]) -> io::Result<Vec<(String, Option<String>)>> {
+    const GENERIC: &[&str] = &[
+        "ro",
+        "rw",
+        "sync",
+        "async",
+        "dirsync",
+        "lazytime",
+        "nolazytime",
+        "silent",
+    ];
+    let data = String::from_utf8_lossy(data);
+    data.split(',')
+        .filter(|o| !o.is_empty())
+        .map(|opt| {
+            let (k, v) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v.to_string())),
+                None => (opt, None),
+            };
+            let allowed = GENERIC.contains(&k)
+                || kind == Kind::Proc && matches!(k, "hidepid" | "gid" | "subset");
+            if allowed {
+                Ok((k.to_string(), v))
+            } else {
+                Err(io::Error::from_raw_os_error(libc::EINVAL))
+            }
+        })
+        .collect()
+}
+
 pub struct Request<'a> {
     pub kind: Kind,
     /// The caller (host tid) and the container's init (host pid).
@@ -77,6 +111,20 @@ fn strip_root(p: &Path) -> &[u8] {
         .as_encoded_bytes()
 }
 
+/// Whether this kernel has what `build` uses: procfs's `pidns` option (6.16's fd form) and
+/// mounting onto a detached tree (6.15). Probed once, with lodge-fs's own pid namespace.
+pub fn supported() -> bool {
+    let probe = || -> io::Result<()> {
+        let fs = sys::fsopen("proc")?;
+        let pidns = sys::open(Path::new("/proc/self/ns/pid"), libc::O_RDONLY)?;
+        sys::fsconfig_fd(&fs, "pidns", pidns.as_raw_fd())?;
+        let tree = sys::fsmount(&fs, 0)?;
+        let sub = sys::clone_mount(tree.as_raw_fd(), b"sys")?;
+        sys::move_mount(sub.as_raw_fd(), tree.as_raw_fd(), b"sys")
+    };
+    probe().is_ok()
+}
+
 /// Builds the tree (detached).
 pub fn build(host: &HostView, req: &Request) -> io::Result<OwnedFd> {
     let make = || -> io::Result<OwnedFd> {
@@ -92,13 +140,8 @@ pub fn build(host: &HostView, req: &Request) -> io::Result<OwnedFd> {
             }
             Kind::Sys => sys::fsopen("sysfs")?,
         };
-        let options = String::from_utf8_lossy(req.options);
-        for opt in options.split(',').filter(|o| !o.is_empty()) {
-            let (k, v) = match opt.split_once('=') {
-                Some((k, v)) => (k, Some(v)),
-                None => (opt, None),
-            };
-            sys::fsconfig_option(&fs, k, v)?;
+        for (k, v) in caller_options(req.kind, req.options)? {
+            sys::fsconfig_option(&fs, &k, v.as_deref())?;
         }
         sys::fsmount(&fs, req.attrs & !sys::MOUNT_ATTR_RDONLY)
     };
@@ -161,4 +204,18 @@ pub fn attach(host: &HostView, tid: i32, tree: &OwnedFd, target: &PathArg) -> io
     let _in_caller = host.enter(tid)?;
     let dir = target.open(true)?;
     sys::move_mount(tree.as_raw_fd(), dir.as_raw_fd(), b"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_view_options_pass() {
+        let ok = caller_options(Kind::Proc, b"hidepid=2,gid=5,ro,subset=pid").unwrap();
+        assert_eq!(ok.len(), 4);
+        assert!(caller_options(Kind::Proc, b"pidns=/proc/1/ns/pid").is_err());
+        assert!(caller_options(Kind::Sys, b"hidepid=2").is_err());
+        assert!(caller_options(Kind::Sys, b"").unwrap().is_empty());
+    }
 }

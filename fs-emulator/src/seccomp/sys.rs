@@ -284,9 +284,13 @@ pub fn removexattr(path: &str, name: &[u8]) -> io::Result<()> {
     ok_or_err(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) } as libc::c_long)
 }
 
-/// Reconfigures the filesystem of mount `fd` (a remount without MS_BIND): mount(2)'s `data`
-/// options, and read-only with `read_only`.
-pub fn reconfigure(fd: RawFd, data: &[u8], read_only: bool) -> io::Result<()> {
+/// Reconfigures the filesystem of mount `fd` (a remount without MS_BIND): `options` (checked by
+/// newfs::caller_options), and read-only with `read_only`.
+pub fn reconfigure(
+    fd: RawFd,
+    options: &[(String, Option<String>)],
+    read_only: bool,
+) -> io::Result<()> {
     const FSPICK_CLOEXEC: u32 = 1;
     const FSPICK_EMPTY_PATH: u32 = 8;
     const FSCONFIG_CMD_RECONFIGURE: u32 = 7;
@@ -299,13 +303,8 @@ pub fn reconfigure(fd: RawFd, data: &[u8], read_only: bool) -> io::Result<()> {
             FSPICK_CLOEXEC | FSPICK_EMPTY_PATH,
         )
     })?;
-    let data = String::from_utf8_lossy(data);
-    for opt in data.split(',').filter(|o| !o.is_empty()) {
-        let (k, v) = match opt.split_once('=') {
-            Some((k, v)) => (k, Some(v)),
-            None => (opt, None),
-        };
-        fsconfig_option(&fs, k, v)?;
+    for (k, v) in options {
+        fsconfig_option(&fs, k, v.as_deref())?;
     }
     if read_only {
         fsconfig_option(&fs, "ro", None)?;
