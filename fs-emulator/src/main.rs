@@ -26,6 +26,10 @@ struct Cli {
     /// Run without the seccomp agent: containers' mount calls are not trapped
     #[arg(long)]
     no_seccomp: bool,
+    /// The agent reads callers' whole mount tables even where statmount(2) exists (tests the
+    /// older kernels' path)
+    #[arg(long, hide = true)]
+    no_statmount: bool,
     /// FUSE worker threads (default: one per CPU it may use, at most 8; pinned one per CPU when
     /// that covers them all)
     #[arg(long)]
@@ -97,8 +101,9 @@ fn main() -> anyhow::Result<()> {
     let agent_socket = if cli.no_seccomp {
         None
     } else {
-        let agent = lodge_fs::seccomp::Agent::new(&cli.mountpoint, registry.clone())
-            .context("starting the seccomp agent")?;
+        let agent =
+            lodge_fs::seccomp::Agent::new(&cli.mountpoint, registry.clone(), !cli.no_statmount)
+                .context("starting the seccomp agent")?;
         let socket = cli
             .seccomp_socket
             .clone()

@@ -13,6 +13,7 @@ mod mountinfo;
 mod newfs;
 mod notif;
 pub mod policy;
+mod statmount;
 mod sys;
 mod view;
 
@@ -53,13 +54,18 @@ pub struct Agent {
     emulated_dev: u64,
     /// Whether this kernel lets the agent build procfs and sysfs trees (`newfs::supported`).
     builds_trees: bool,
+    /// Whether the kernel has statmount(2) and listmount(2) (6.8): mount lookups then need
+    /// not read the caller's whole mount table.
+    has_statmount: bool,
     containers: Mutex<HashMap<String, Weak<Tracked>>>,
 }
 
 impl Agent {
+    /// `statmount`: use statmount(2) where the kernel has it.
     pub fn new(
         emulated_root: &Path,
         registry: Arc<crate::registry::Registry>,
+        statmount: bool,
     ) -> io::Result<Agent> {
         use std::os::unix::fs::MetadataExt;
         let builds_trees = newfs::supported();
@@ -69,9 +75,14 @@ impl Agent {
                  procfs and sysfs mounted inside containers will show the host's view"
             );
         }
+        let has_statmount = statmount
+            && sys::open(Path::new("/"), libc::O_PATH)
+                .and_then(|root| statmount::around(root.as_raw_fd()))
+                .is_ok();
         Ok(Agent {
             host: HostView::open()?,
             builds_trees,
+            has_statmount,
             registry,
             emulated_dev: std::fs::metadata(emulated_root)?.dev(),
             containers: Mutex::default(),
@@ -320,19 +331,28 @@ impl Call<'_> {
         }
     }
 
-    /// The caller's mount table and the mount that `path` names there.
+    /// The mounts around the one `path` names (it, its parent, what is below it), that mount's
+    /// id and whether `path` is its root. From statmount(2) where the kernel has it, from the
+    /// caller's whole mountinfo otherwise (and whenever statmount cannot tell).
     fn mount_at(&self, path: &PathArg, follow: bool) -> io::Result<(Table, Option<u64>, bool)> {
+        if self.agent.has_statmount {
+            let _in_caller = self.agent.host.enter(self.tid())?;
+            let fd = path.open(follow)?;
+            let is_root = sys::mount_of(fd.as_raw_fd())?.1;
+            if let Ok((table, id)) = statmount::around(fd.as_raw_fd()) {
+                return Ok((table, Some(id), is_root));
+            }
+        }
         let table = Table {
             mounts: mountinfo::read(self.tid())?,
         };
-        let fd = {
-            let _in_caller = self.agent.host.enter(self.tid())?;
-            path.open(follow)?
-        };
+        let _in_caller = self.agent.host.enter(self.tid())?;
+        let fd = path.open(follow)?;
         let (id, is_root) = sys::mount_of(fd.as_raw_fd())?;
         Ok((table, Some(id), is_root))
     }
 
+    /// The mountinfo id of the caller's root mount (see `Call::is_caller_root`).
     fn caller_root(&self) -> io::Result<u64> {
         let fd = sys::open(
             Path::new(&format!("/proc/{}/root", self.tid())),
