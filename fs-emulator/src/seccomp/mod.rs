@@ -1,13 +1,15 @@
-//! The seccomp agent: lodge-runc traps mount, umount2, move_mount, mount_setattr and openat2 in
-//! every system container (SCMP_ACT_NOTIFY) and hands each process's listener fd to lodge-fs
-//! over the runtime-spec's `listenerPath` protocol (the state as JSON, the fd with SCM_RIGHTS).
+//! The seccomp agent: lodge-runc traps mount, umount2, move_mount, mount_setattr, openat2 and
+//! sysinfo in every system container (SCMP_ACT_NOTIFY; the chown and xattr families behind
+//! knobs) and hands each process's listener fd to lodge-fs over the runtime-spec's
+//! `listenerPath` protocol (the state as JSON, the fd with SCM_RIGHTS).
 //!
 //! One thread per listener fd answers its notifications in order; none forks. For each call it
 //! reads the arguments from the caller's memory, checks the notification is still live, and
 //! then either lets the kernel run the call as made (most calls), refuses it with the errno the
 //! kernel would give (the immutable initial mounts, `policy`), or does the work itself: a new
 //! procfs or sysfs with the container's emulation on it (`newfs`), an openat2 that would fail
-//! with EXDEV only because of a lodge-fs file (the fd is opened here and injected).
+//! with EXDEV only because of a lodge-fs file (the fd is opened here and injected), sysinfo
+//! from the container's figures. docs/syscall-interception.md has the whole table.
 
 mod mountinfo;
 mod newfs;
