@@ -2,7 +2,7 @@
 # Installs what the test suite needs from Debian's packages (only what is missing).
 set -euo pipefail
 need=()
-for pkg in busybox-static runc crun docker.io iptables libseccomp-dev pkg-config fuse3; do
+for pkg in busybox-static runc crun docker.io podman iptables libseccomp-dev pkg-config fuse3; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

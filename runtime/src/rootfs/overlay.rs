@@ -214,7 +214,7 @@ fn build_in_private_ns(layers: &Layers, lowers: &[OwnedFd], staging: &Path) -> i
         fs.set("upperdir", Some(&upper.display().to_string()))?;
     }
     if let Some(work) = &layers.work {
-        fs.set("workdir", Some(&work.display().to_string()))?;
+        fs.set("workdir", Some(&own_workdir(work)?.display().to_string()))?;
     }
     fs.set("index", Some("off"))?;
     for opt in &layers.options {
@@ -225,6 +225,24 @@ fn build_in_private_ns(layers: &Layers, lowers: &[OwnedFd], staging: &Path) -> i
         fs.set(k, v)?;
     }
     fs.create_and_mount()
+}
+
+/// The work directory for the new overlay: the original one, unless a volatile overlay holds it
+/// (Podman mounts `--rm` containers so), which makes overlayfs refuse any other mount on it. Ours
+/// then gets a directory of its own inside it: on the upper layer's filesystem, as overlayfs
+/// requires, and removed with the container's storage. What a previous mount left in it is
+/// cleared first (its volatile marker would refuse this mount too).
+fn own_workdir(work: &Path) -> io::Result<PathBuf> {
+    if !work.join("work/incompat/volatile").exists() {
+        return Ok(work.to_path_buf());
+    }
+    let own = work.join("lodge");
+    match std::fs::remove_dir_all(own.join("work")) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::create_dir_all(&own)?;
+    Ok(own)
 }
 
 /// A filesystem context (fsopen), for the fsconfig calls that build a mount.
