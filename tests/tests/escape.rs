@@ -212,3 +212,37 @@ fn system_containers_have_disjoint_ranges_and_cannot_read_each_other() {
     drop(b);
     remove_tree(&dir);
 }
+
+/// The kernel itself locks a system container's initial mounts (lodge-runc moves init into a
+/// copy of its mount namespace made across user namespaces), so the masks hold even without
+/// lodge-fs's agent, and a racing thread cannot slip a call past the agent's checks either.
+#[test]
+fn the_kernel_locks_the_initial_mounts_without_the_agent() {
+    let rt = Runtime::system();
+    let mut bundle = Bundle::new(&["sleep", "1000"]);
+    bundle.edit(|c| c["root"]["readonly"] = false.into());
+    let id = unique_id("locked");
+    rt.ok(&["--no-fs", "run", "-d", "--bundle", bundle.path(), &id]);
+    let out = rt.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "umount /proc/timer_list; echo unmask $?; umount -l /sys/firmware; echo unmask_dir $?; \
+         mount -o remount,rw /proc/bus; echo remount $?; mkdir -p /tmp/p; \
+         mount -t proc proc /tmp/p; echo procfs $?; mount --bind /proc /tmp/p; echo bind $?; \
+         mount -t tmpfs own /tmp/p && umount /tmp/p; echo own $?; echo timer $(wc -c < /proc/timer_list)",
+    ]);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rt.ok(&["delete", "--force", &id]);
+    rt.assert_no_residue(&id, &bundle);
+    for key in ["unmask", "unmask_dir", "remount", "procfs", "bind"] {
+        assert_ne!(field(&out, key), "0", "{key}: {out}");
+    }
+    assert_eq!(field(&out, "own"), "0", "its own mounts are its own: {out}");
+    assert_eq!(field(&out, "timer"), "0", "{out}");
+}

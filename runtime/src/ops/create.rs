@@ -228,6 +228,7 @@ fn create_in(
         idmapped: &idmapped,
         rootfs_idmap: &rootfs_idmap,
         staging: dir.path(),
+        lock_mounts: mode == Mode::System && plan.new_userns,
     };
     let mut on_hook_point = |pid: i32| {
         let state = hook_state(id, Status::Creating, pid, &loaded.bundle, spec);

@@ -39,6 +39,11 @@ pub enum Message {
     Opened {
         idmapped: bool,
     },
+    /// Init → parent: its mounts are final; make a copy of its mount namespace in which the
+    /// kernel locks them (`lock_mounts`).
+    LockMounts,
+    /// Parent → init, with that namespace's fd attached: join it.
+    MountsLocked,
     /// Init is set up and waits for `start`.
     Ready,
     Error {

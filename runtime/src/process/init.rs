@@ -240,6 +240,18 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         }
     }
 
+    if args.lock_mounts {
+        ctx("sync", chan.send(&Message::LockMounts))?;
+        let ns = match ctx("locking the mounts", chan.recv_with_fd())? {
+            (Some(Message::MountsLocked), Some(fd)) => fd,
+            (Some(Message::Error { msg, errno }), _) => return Err(Fail(msg, errno)),
+            other => return Err(Fail(format!("locking the mounts: unexpected {other:?}"), 0)),
+        };
+        ctx(
+            "joining the locked mount namespace",
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS),
+        )?;
+    }
     if let Some(p) = linux.personality() {
         ctx("personality", super::sched::apply_personality(p))?;
     }

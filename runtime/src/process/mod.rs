@@ -195,6 +195,9 @@ pub struct InitArgs<'a> {
     pub rootfs_idmap: &'a crate::rootfs::RootfsIdmap,
     /// A directory the overlay helper may cover in its private mount namespace.
     pub staging: &'a Path,
+    /// System containers: init moves into a copy of its mount namespace in which the kernel
+    /// locks every mount it made (see `lock_mounts`).
+    pub lock_mounts: bool,
 }
 
 pub struct Spawned {
@@ -256,6 +259,56 @@ pub fn spawn(
     result.map(|()| spawned)
 }
 
+/// A copy of `init`'s mount namespace in which the kernel has locked every mount: what init set
+/// up (masks, read-only paths, lodge-fs's files, the rootfs) can then no more be unmounted,
+/// moved or remounted read-write from inside than host mounts can, and the kernel refuses a
+/// fresh procfs or sysfs that would show what the masks hide (lodge-fs's agent builds those).
+///
+/// The kernel locks a mount tree when it copies a mount namespace into one owned by another
+/// user namespace. So a helper (host root) joins init's mount namespace and copies it while in
+/// the host's user namespace (owned by the host: locked), then joins init's user namespace and
+/// copies that (owned by the container again: the locks stay). Init then joins the result.
+fn lock_mounts(init: i32) -> std::io::Result<OwnedFd> {
+    use std::io::{Read, Write};
+    let open = |kind: &str| std::fs::File::open(format!("/proc/{init}/ns/{kind}"));
+    let (mnt, user) = (open("mnt")?, open("user")?);
+    let (mut ready_r, mut ready_w) = std::io::pipe()?;
+    let (mut done_r, done_w) = std::io::pipe()?;
+    match sys::fork_with_flags(0)? {
+        Forked::Child => {
+            drop((ready_r, done_w));
+            let copied = (|| -> nix::Result<()> {
+                use nix::sched::{setns, unshare, CloneFlags};
+                setns(&mnt, CloneFlags::CLONE_NEWNS)?;
+                unshare(CloneFlags::CLONE_NEWNS)?;
+                setns(&user, CloneFlags::CLONE_NEWUSER)?;
+                unshare(CloneFlags::CLONE_NEWNS)
+            })();
+            let _ = ready_w.write_all(if copied.is_ok() { b"y" } else { b"n" });
+            // Stay until the runtime holds the namespace.
+            let _ = done_r.read(&mut [0u8; 1]);
+            // SAFETY: the helper is done; no destructors of the parent's state must run.
+            unsafe { libc::_exit(0) }
+        }
+        Forked::Parent(pid) => {
+            drop((ready_w, done_r));
+            let mut answer = [0u8; 1];
+            let got = ready_r.read(&mut answer);
+            let ns = match (got, answer) {
+                (Ok(1), [b'y']) => {
+                    std::fs::File::open(format!("/proc/{pid}/ns/mnt")).map(OwnedFd::from)
+                }
+                _ => Err(std::io::Error::other(
+                    "copying init's mount namespace failed",
+                )),
+            };
+            drop(done_w);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            ns
+        }
+    }
+}
+
 fn drive(
     args: &InitArgs,
     cgroup: &Cgroup,
@@ -299,6 +352,11 @@ fn drive(
                 crate::seccomp::send_to_listener(seccomp, fd.as_raw_fd(), spawned.init_pid, state)
                     .map_err(ProcessError::Seccomp)?;
                 chan.send(&Message::SeccompFdDone)
+                    .map_err(ProcessError::Sync)?;
+            }
+            Some(Message::LockMounts) => {
+                let ns = lock_mounts(spawned.init_pid).map_err(ProcessError::Sync)?;
+                chan.send_with_fd(&Message::MountsLocked, ns.as_raw_fd())
                     .map_err(ProcessError::Sync)?;
             }
             Some(Message::MapRequest) => {
