@@ -86,7 +86,8 @@ pub fn add_docker_runtime(
     Ok(true)
 }
 
-/// Removes runtime `name` (and an empty `runtimes`, and the file if nothing else is left in it).
+/// Removes runtime `name`. An emptied `runtimes` stays, as `{}`: on SIGHUP dockerd rereads its
+/// runtimes only when the file has that key (and only from a file that exists).
 pub fn remove_docker_runtime(config: &Path, name: &str) -> Result<bool, EngineError> {
     if !config.exists() {
         return Ok(false);
@@ -98,14 +99,7 @@ pub fn remove_docker_runtime(config: &Path, name: &str) -> Result<bool, EngineEr
     if runtimes.remove(name).is_none() {
         return Ok(false);
     }
-    if runtimes.is_empty() {
-        m.remove("runtimes");
-    }
-    if m.is_empty() {
-        std::fs::remove_file(config).map_err(io(config))?;
-    } else {
-        store(config, m)?;
-    }
+    store(config, m)?;
     Ok(true)
 }
 
@@ -140,11 +134,12 @@ mod tests {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
         assert!(v["runtimes"].get("lodge-runc").is_none());
         assert_eq!(v["runtimes"]["crun"]["path"], "/usr/bin/crun");
-        // A file of ours alone goes away entirely.
+        // A file of ours alone keeps an empty "runtimes", so that dockerd's reload drops ours.
         let g = dir.join("new.json");
         add_docker_runtime(&g, "lodge-runc", bin).unwrap();
         remove_docker_runtime(&g, "lodge-runc").unwrap();
-        assert!(!g.exists());
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&g).unwrap()).unwrap();
+        assert_eq!(v, serde_json::json!({"runtimes": {}}));
         // Not JSON: left alone.
         std::fs::write(&f, "# comment\n").unwrap();
         assert!(add_docker_runtime(&f, "lodge-runc", bin).is_err());
