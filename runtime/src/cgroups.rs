@@ -70,7 +70,8 @@ impl Layout {
             if pre.len() < 5 || post.len() < 3 {
                 continue;
             }
-            let (root, mountpoint, fstype) = (pre[3], unescape(pre[4]), post[0]);
+            let (root, mountpoint, fstype) =
+                (pre[3], lodge_sys::mountinfo::unescape(pre[4]), post[0]);
             let h = match fstype {
                 "cgroup2" => Hierarchy {
                     mountpoint: mountpoint.into(),
@@ -147,13 +148,6 @@ impl Layout {
     fn on_v2(&self, controller: &str) -> bool {
         self.v1(controller).is_none() && self.v2_controllers.iter().any(|c| c == controller)
     }
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// The process's own cgroup in `h`, from /proc/self/cgroup.

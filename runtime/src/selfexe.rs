@@ -12,7 +12,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const SEALS: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
@@ -78,43 +78,18 @@ pub fn ensure_protected() -> io::Result<()> {
 
 /// An fd of the binary inside a detached, read-only clone of its mount.
 fn readonly_view() -> io::Result<OwnedFd> {
-    let path = CString::new("/proc/self/exe").expect("no NUL");
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    // SAFETY: open_tree on a valid path; the result is a new fd we own.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
+    use lodge_sys::mount::{MountAttr, MOUNT_ATTR_RDONLY, OPEN_TREE_CLONE};
+    let tree = lodge_sys::mount::open_tree(libc::AT_FDCWD, c"/proc/self/exe", OPEN_TREE_CLONE)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        ..MountAttr::default()
     };
-    if tree < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh fd from open_tree.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
-    let attr = crate::sys::MountAttr {
-        attr_set: crate::sys::MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let empty = CString::default();
-    // SAFETY: mount_setattr on our detached mount fd.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const crate::sys::MountAttr,
-            std::mem::size_of::<crate::sys::MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    lodge_sys::mount::mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        &attr,
+    )?;
     Ok(tree)
 }
 

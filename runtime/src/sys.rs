@@ -126,40 +126,16 @@ pub fn pidfd_wait_exit(pidfd: &OwnedFd, timeout_ms: i32) -> io::Result<bool> {
     }
 }
 
-#[repr(C)]
-pub struct MountAttr {
-    pub attr_set: u64,
-    pub attr_clr: u64,
-    pub propagation: u64,
-    pub userns_fd: u64,
-}
-
-pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
-pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
-pub const MOUNT_ATTR_NODEV: u64 = 0x4;
-pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-pub const MOUNT_ATTR__ATIME: u64 = 0x70;
-pub const MOUNT_ATTR_RELATIME: u64 = 0x0;
-pub const MOUNT_ATTR_NOATIME: u64 = 0x10;
-pub const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
-pub const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+pub use lodge_sys::mount::{
+    MountAttr, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NODIRATIME, MOUNT_ATTR_NOEXEC,
+    MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MOUNT_ATTR_RELATIME, MOUNT_ATTR_STRICTATIME,
+    MOUNT_ATTR__ATIME,
+};
 
 /// mount_setattr(2) on `path`, recursively when `recursive`.
 pub fn mount_setattr(path: &Path, recursive: bool, attr: &MountAttr) -> io::Result<()> {
-    let c = cstr(path)?;
     let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: valid C string and a properly sized attr struct.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            flags as libc::c_uint,
-            attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    })
-    .map(drop)
+    lodge_sys::mount::mount_setattr(libc::AT_FDCWD, &cstr(path)?, flags as libc::c_uint, attr)
 }
 
 /// Marks every fd from `first` up as close-on-exec (close_range with CLOSE_RANGE_CLOEXEC),

@@ -323,6 +323,16 @@ impl Runtime {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Runs `script` with sh in container `id` (exec); stdout and stderr together.
+    pub fn sh(&self, id: &str, script: &str) -> String {
+        let out = self.run(&["exec", id, "sh", "-c", script]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
     pub fn state(&self, id: &str) -> Value {
         serde_json::from_str(&self.ok(&["state", id])).expect("state prints JSON")
     }
@@ -510,4 +520,49 @@ pub fn read_pty(master: &mut fs::File, until: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A system container running in the background for a test: deleted, and checked for
+/// residue, when dropped.
+pub struct Running {
+    pub rt: Runtime,
+    pub id: String,
+    pub bundle: Bundle,
+}
+
+impl Running {
+    /// Starts `bundle` detached, as lodge-runc runs it by default (a system container).
+    pub fn system(bundle: Bundle, prefix: &str) -> Running {
+        let rt = Runtime::system();
+        let id = unique_id(prefix);
+        rt.ok(&["run", "-d", "--bundle", bundle.path(), &id]);
+        Running { rt, id, bundle }
+    }
+
+    /// Runs `script` as root in the container; stdout and stderr together.
+    pub fn sh(&self, script: &str) -> String {
+        self.rt.sh(&self.id, script)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.rt.ok(&["delete", "--force", &self.id]);
+        self.rt.assert_no_residue(&self.id, &self.bundle);
+    }
+}
+
+/// Runs `importer` with the busybox rootfs as a tarball on its stdin (`docker import -` and the
+/// like); its output.
+pub fn feed_busybox_rootfs(importer: &mut Command) -> Output {
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(busybox_template())
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = importer.stdin(tar.stdout.take().unwrap()).output().unwrap();
+    assert!(tar.wait().unwrap().success(), "tar of the busybox rootfs");
+    out
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lodge_tests::{busybox_template, remove_tree, runtime_bin, unique_id, WORK};
+use lodge_tests::{remove_tree, runtime_bin, unique_id, WORK};
 
 struct Dockerd {
     dir: PathBuf,
@@ -131,22 +131,8 @@ impl Dockerd {
     }
 
     fn import_busybox(&self, tag: &str) {
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(busybox_template())
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let st = self
-            .client()
-            .args(["import", "-", tag])
-            .stdin(tar.stdout.take().unwrap())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(tar.wait().unwrap().success(), "tar of the busybox rootfs");
-        assert!(st.success(), "docker import");
+        let out = lodge_tests::feed_busybox_rootfs(self.client().args(["import", "-", tag]));
+        assert!(out.status.success(), "docker import");
     }
 }
 
@@ -653,27 +639,14 @@ fn inner_docker_images_survive_an_outer_docker_stop_and_start() {
     };
     let wait_for_docker =
         "for _ in $(seq 450); do docker info >/dev/null 2>&1 && break; sleep 0.2; done; ";
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(busybox_template())
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let import = d
-        .client()
-        .args([
-            "exec",
-            "-i",
-            &name,
-            "sh",
-            "-c",
-            &format!("{wait_for_docker} docker import - inner-busybox"),
-        ])
-        .stdin(tar.stdout.take().unwrap())
-        .output()
-        .unwrap();
-    assert!(tar.wait().unwrap().success());
+    let import = lodge_tests::feed_busybox_rootfs(d.client().args([
+        "exec",
+        "-i",
+        &name,
+        "sh",
+        "-c",
+        &format!("{wait_for_docker} docker import - inner-busybox"),
+    ]));
     assert!(
         import.status.success(),
         "inner docker import: {}",

@@ -5,58 +5,32 @@
 
 use std::process::Command;
 
-use lodge_tests::{field, remove_tree, unique_id, Bundle, Runtime, WORK};
+use lodge_tests::{field, remove_tree, unique_id, Bundle, Running, Runtime, WORK};
 
-struct Container {
-    rt: Runtime,
-    id: String,
-    bundle: Bundle,
+/// A system container running `sleep`, its rootfs writable, after `edit` of its config.
+fn start_with(edit: impl FnOnce(&mut serde_json::Value)) -> Running {
+    let mut bundle = Bundle::new(&["sleep", "1000"]);
+    bundle.edit(|c| {
+        c["root"]["readonly"] = false.into();
+        edit(c);
+    });
+    Running::system(bundle, "escape")
 }
 
-impl Container {
-    fn start() -> Container {
-        Self::start_with(|_| {})
-    }
-
-    fn start_with(edit: impl FnOnce(&mut serde_json::Value)) -> Container {
-        let rt = Runtime::system();
-        let mut bundle = Bundle::new(&["sleep", "1000"]);
-        bundle.edit(|c| {
-            c["root"]["readonly"] = false.into();
-            edit(c);
-        });
-        let id = unique_id("escape");
-        rt.ok(&["run", "-d", "--bundle", bundle.path(), &id]);
-        Container { rt, id, bundle }
-    }
-
-    /// Runs `script` as root in the container; stdout and stderr together.
-    fn sh(&self, script: &str) -> String {
-        let out = self.rt.run(&["exec", &self.id, "sh", "-c", script]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-
-    fn uid_map(&self) -> (u64, u64) {
-        let out = self.sh("cat /proc/self/uid_map");
-        let f: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
-        (f[1], f[2])
-    }
+fn start() -> Running {
+    start_with(|_| {})
 }
 
-impl Drop for Container {
-    fn drop(&mut self) {
-        self.rt.ok(&["delete", "--force", &self.id]);
-        self.rt.assert_no_residue(&self.id, &self.bundle);
-    }
+/// (host start, size) of the container's uid range.
+fn uid_map(c: &Running) -> (u64, u64) {
+    let out = c.sh("cat /proc/self/uid_map");
+    let f: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (f[1], f[2])
 }
 
 #[test]
 fn root_has_every_capability_yet_cannot_reach_the_host() {
-    let c = Container::start();
+    let c = start();
     assert!(
         c.sh("grep CapEff /proc/self/status").contains(&format!(
             "{:016x}",
@@ -186,14 +160,14 @@ fn system_containers_have_disjoint_ranges_and_cannot_read_each_other() {
     let dir = std::path::Path::new(WORK).join(unique_id("cross"));
     std::fs::create_dir_all(&dir).unwrap();
     let shared = dir.display().to_string();
-    let a = Container::start_with(|c| {
+    let a = start_with(|c| {
         c["mounts"].as_array_mut().unwrap().push(
             serde_json::json!({"destination": "/shared", "type": "bind", "source": shared, "options": ["rbind"]}),
         )
     });
-    let b = Container::start();
-    let (ra, sa) = a.uid_map();
-    let (rb, sb) = b.uid_map();
+    let b = start();
+    let (ra, sa) = uid_map(&a);
+    let (rb, sb) = uid_map(&b);
     assert!(
         ra + sa <= rb || rb + sb <= ra,
         "ranges overlap: {ra}+{sa} and {rb}+{sb}"
@@ -223,20 +197,12 @@ fn the_kernel_locks_the_initial_mounts_without_the_agent() {
     bundle.edit(|c| c["root"]["readonly"] = false.into());
     let id = unique_id("locked");
     rt.ok(&["--no-fs", "run", "-d", "--bundle", bundle.path(), &id]);
-    let out = rt.run(&[
-        "exec",
+    let out = rt.sh(
         &id,
-        "sh",
-        "-c",
         "umount /proc/timer_list; echo unmask $?; umount -l /sys/firmware; echo unmask_dir $?; \
          mount -o remount,rw /proc/bus; echo remount $?; mkdir -p /tmp/p; \
          mount -t proc proc /tmp/p; echo procfs $?; mount --bind /proc /tmp/p; echo bind $?; \
          mount -t tmpfs own /tmp/p && umount /tmp/p; echo own $?; echo timer $(wc -c < /proc/timer_list)",
-    ]);
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
     rt.ok(&["delete", "--force", &id]);
     rt.assert_no_residue(&id, &bundle);

@@ -5,46 +5,19 @@
 
 use std::path::Path;
 
-use lodge_tests::{field, unique_id, Bundle, Runtime, WORK};
+use lodge_tests::{field, unique_id, Bundle, Running, Runtime, WORK};
 
-struct Container {
-    rt: Runtime,
-    id: String,
-    bundle: Bundle,
+/// `bundle` running as a system container, its rootfs writable, with a memory limit.
+fn start(mut bundle: Bundle, memory_mib: u64) -> Running {
+    bundle.edit(|c| {
+        c["root"]["readonly"] = false.into();
+        c["linux"]["resources"] = serde_json::json!({"memory": {"limit": memory_mib << 20}});
+    });
+    Running::system(bundle, "trap")
 }
 
-impl Container {
-    fn start(mut bundle: Bundle, memory_mib: u64) -> Container {
-        let rt = Runtime::system();
-        bundle.edit(|c| {
-            c["root"]["readonly"] = false.into();
-            c["linux"]["resources"] = serde_json::json!({"memory": {"limit": memory_mib << 20}});
-        });
-        let id = unique_id("trap");
-        rt.ok(&["run", "-d", "--bundle", bundle.path(), &id]);
-        Container { rt, id, bundle }
-    }
-
-    fn busybox(memory_mib: u64) -> Container {
-        Self::start(Bundle::new(&["sleep", "1000"]), memory_mib)
-    }
-
-    /// Runs `script` as root in the container; stdout and stderr together.
-    fn sh(&self, script: &str) -> String {
-        let out = self.rt.run(&["exec", &self.id, "sh", "-c", script]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        self.rt.ok(&["delete", "--force", &self.id]);
-        self.rt.assert_no_residue(&self.id, &self.bundle);
-    }
+fn busybox(memory_mib: u64) -> Running {
+    start(Bundle::new(&["sleep", "1000"]), memory_mib)
 }
 
 fn seconds(text: &str) -> f64 {
@@ -61,7 +34,7 @@ fn host_proc_mounts() -> usize {
 
 #[test]
 fn a_new_procfs_inside_is_emulated_in_any_pid_and_user_namespace() {
-    let c = Container::busybox(256);
+    let c = busybox(256);
     let host_before = host_proc_mounts();
     for (what, unshare) in [
         ("pid namespace", "unshare -fp --mount-proc"),
@@ -125,7 +98,7 @@ fn a_new_procfs_inside_is_emulated_in_any_pid_and_user_namespace() {
 
 #[test]
 fn initial_mounts_are_immutable_in_every_mount_namespace() {
-    let c = Container::busybox(64);
+    let c = busybox(64);
     let attempts = "mount -o remount,rw /proc/bus; echo remount_ro $?; \
          mount -o remount,rw,bind /sys; echo remount_sys $?; \
          umount /proc/timer_list; echo umount_mask $?; umount -l /proc/acpi; echo umount_dir_mask $?; \
@@ -218,7 +191,7 @@ fn debian_with_busybox(args: &[&str]) -> Bundle {
 
 #[test]
 fn an_inner_runc_container_gets_the_outer_emulation_and_masks() {
-    let c = Container::start(debian_with_busybox(&["sleep", "1000"]), 512);
+    let c = start(debian_with_busybox(&["sleep", "1000"]), 512);
     // A knob written in the outer container is what the inner one reads; the host keeps its own.
     let host_panic = std::fs::read_to_string("/proc/sys/kernel/panic").unwrap();
     let out = c.sh(
@@ -252,7 +225,7 @@ fn openat2_without_crossing_mounts_reaches_emulated_files() {
             "source": host_file.display().to_string(), "options": ["bind"]
         }))
     });
-    let c = Container::start(b, 128);
+    let c = start(b, 128);
     // openat2(dirfd of /proc, path, {resolve: RESOLVE_NO_XDEV}) as runc ≥ 1.2 does; 437 is
     // openat2 on x86_64 and aarch64 alike.
     let perl = r#"use Fcntl; sysopen(my $d, "/proc", O_RDONLY|O_DIRECTORY) or die; for my $p (@ARGV) { my $path = $p; my $how = pack("QQQ", 0, 0, 1); my $fd = syscall(437, fileno($d), $path, $how, 24); if ($fd < 0) { print "$p error $!\n"; next } open(my $f, "<&=", $fd) or die; my $l = <$f>; chomp $l; print "$p $l\n" }"#;
@@ -277,7 +250,7 @@ fn openat2_without_crossing_mounts_reaches_emulated_files() {
 #[test]
 fn knobs_trap_sysfs_chown_and_trusted_overlay_xattrs() {
     let chown = "chown 0:0 /sys; echo sys $?; chown 0:0 /sys/kernel; echo below $?";
-    let plain = Container::busybox(64);
+    let plain = busybox(64);
     let out = plain.sh(chown);
     assert_ne!(field(&out, "sys"), "0", "{out}");
     drop(plain);
@@ -286,7 +259,7 @@ fn knobs_trap_sysfs_chown_and_trusted_overlay_xattrs() {
         let env = c["process"]["env"].as_array_mut().unwrap();
         env.push("LODGE_IGNORE_SYSFS_CHOWN=TRUE".into());
     });
-    let knob = Container::start(b, 64);
+    let knob = start(b, 64);
     let out = knob.sh(chown);
     assert_eq!(field(&out, "sys"), "0", "ignored: {out}");
     assert_ne!(field(&out, "below"), "0", "only /sys itself: {out}");
@@ -298,7 +271,7 @@ fn knobs_trap_sysfs_chown_and_trusted_overlay_xattrs() {
     // setxattr (188) and getxattr (191) of trusted.* names, which only host root may set.
     let perl = r#"my ($p, $name) = ("/root/d", shift); my $v = "y"; my $s = syscall(188, $p, $name, $v, 1, 0); print "set ", ($s == 0 ? "ok" : "$!"), "\n"; my $buf = "\0" x 16; my $n = syscall(191, $p, $name, $buf, 16); print "get ", ($n > 0 ? substr($buf, 0, $n) : "$!"), "\n";"#;
     let script = format!("mkdir -p /root/d; perl -e '{perl}' trusted.overlay.opaque");
-    let without = Container::start(debian_with_busybox(&["sleep", "1000"]), 128);
+    let without = start(debian_with_busybox(&["sleep", "1000"]), 128);
     let out = without.sh(&script);
     assert_ne!(field(&out, "set"), "ok", "{out}");
     drop(without);
@@ -307,7 +280,7 @@ fn knobs_trap_sysfs_chown_and_trusted_overlay_xattrs() {
         let env = c["process"]["env"].as_array_mut().unwrap();
         env.push("LODGE_ALLOW_TRUSTED_XATTR=TRUE".into());
     });
-    let with = Container::start(b, 128);
+    let with = start(b, 128);
     let out = with.sh(&script);
     assert_eq!(field(&out, "set"), "ok", "{out}");
     assert_eq!(field(&out, "get"), "y", "{out}");
@@ -341,7 +314,7 @@ fn knobs_trap_sysfs_chown_and_trusted_overlay_xattrs() {
 
 #[test]
 fn sysinfo_reports_the_containers_memory_and_uptime() {
-    let c = Container::busybox(256);
+    let c = busybox(256);
     // busybox's free and uptime read sysinfo(2), not /proc.
     let out = c.sh(
         "echo total $(free -m | awk '/^Mem:/ {print $2}'); echo swap $(free -m | awk '/^Swap:/ {print $2}'); \
@@ -399,19 +372,11 @@ fn immutability_holds_on_the_mountinfo_path_too() {
     let id = unique_id("old");
     let fs = socket.display().to_string();
     rt.ok(&["--fs-socket", &fs, "run", "-d", "--bundle", b.path(), &id]);
-    let out = rt.run(&[
-        "exec",
+    let out = rt.sh(
         &id,
-        "sh",
-        "-c",
         "umount /proc/timer_list; echo unmask $?; mount -o remount,rw /proc/bus; echo remount $?; \
          umount /proc; echo proc $?; mkdir -p /mnt/p && mount -t proc proc /mnt/p && \
          echo masked $(wc -c < /mnt/p/timer_list); umount -l /mnt/p",
-    ]);
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
     rt.ok(&["--fs-socket", &fs, "delete", "--force", &id]);
     rt.assert_no_residue(&id, &b);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use lodge_tests::{busybox_template, remove_tree, runtime_bin, unique_id, WORK};
+use lodge_tests::{remove_tree, runtime_bin, unique_id, WORK};
 
 struct Podman {
     dir: PathBuf,
@@ -61,23 +61,9 @@ impl Drop for Podman {
 #[test]
 fn podman_runs_system_containers() {
     let p = Podman::new();
-    let mut tar = Command::new("tar")
-        .arg("-C")
-        .arg(busybox_template())
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let import = p
-        .command(&["import", "-", "lodge-test/busybox"])
-        .stdin(tar.stdout.take().unwrap())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(
-        tar.wait().unwrap().success() && import.success(),
-        "podman import"
-    );
+    let import =
+        lodge_tests::feed_busybox_rootfs(&mut p.command(&["import", "-", "lodge-test/busybox"]));
+    assert!(import.status.success(), "podman import");
     // Podman asks for rlimits above what this host allows (crun refuses them too).
     let limits = [
         "--ulimit",

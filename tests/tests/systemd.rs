@@ -143,14 +143,7 @@ fn docker_runs_inside_a_system_container() {
     let id = unique_id("dind");
     let state = boot(&rt, &b, &id);
     assert_eq!(state, "running");
-    let sh = |script: &str| {
-        let out = rt.run(&["exec", &id, "sh", "-c", script]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
+    let sh = |script: &str| rt.sh(&id, script);
     let host_cpus = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(2);

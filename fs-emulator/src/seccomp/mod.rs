@@ -79,7 +79,7 @@ impl Agent {
         }
         let has_statmount = statmount
             && sys::open(Path::new("/"), libc::O_PATH)
-                .and_then(|root| statmount::around(root.as_raw_fd()))
+                .and_then(|root| statmount::around(root.as_raw_fd(), true))
                 .is_ok();
         Ok(Agent {
             host: HostView::open()?,
@@ -333,15 +333,20 @@ impl Call<'_> {
         }
     }
 
-    /// The mounts around the one `path` names (it, its parent, what is below it), that mount's
-    /// id and whether `path` is its root. From statmount(2) where the kernel has it, from the
-    /// caller's whole mountinfo otherwise (and whenever statmount cannot tell).
-    fn mount_at(&self, path: &PathArg, follow: bool) -> io::Result<(Table, Option<u64>, bool)> {
+    /// The mounts around the one `path` names (it, its parent, and with `below` what is below
+    /// it), that mount's id and whether `path` is its root. From statmount(2) where the kernel
+    /// has it, from the caller's whole mountinfo otherwise (and whenever statmount cannot tell).
+    fn mount_at(
+        &self,
+        path: &PathArg,
+        follow: bool,
+        below: bool,
+    ) -> io::Result<(Table, Option<u64>, bool)> {
         if self.agent.has_statmount {
             let _in_caller = self.agent.host.enter(self.tid())?;
             let fd = path.open(follow)?;
             let is_root = sys::mount_of(fd.as_raw_fd())?.1;
-            if let Ok((table, id)) = statmount::around(fd.as_raw_fd()) {
+            if let Ok((table, id)) = statmount::around(fd.as_raw_fd(), below) {
                 return Ok((table, Some(id), is_root));
             }
         }
@@ -382,7 +387,7 @@ impl Call<'_> {
             if has(libc::MS_RDONLY) {
                 return self.remount_read_only(&target, has(libc::MS_BIND));
             }
-            let (t, id, _) = try_call!(self.mount_at(&target, true));
+            let (t, id, _) = try_call!(self.mount_at(&target, true, false));
             return match id.and_then(|id| t.by_id(id)) {
                 Some(m) => initial.make_writable(&t, m, false).into(),
                 None => Outcome::Continue,
@@ -393,7 +398,7 @@ impl Call<'_> {
                 return Outcome::Continue;
             };
             let source = try_call!(PathArg::prepare(self.tid(), libc::AT_FDCWD, source, true));
-            let (t, id, is_root) = try_call!(self.mount_at(&source, true));
+            let (t, id, is_root) = try_call!(self.mount_at(&source, true, has(libc::MS_BIND)));
             let Some(m) = id.and_then(|id| t.by_id(id)) else {
                 return Outcome::Continue;
             };
@@ -452,7 +457,7 @@ impl Call<'_> {
     /// host all of /proc would turn read-only, so the files and masks on it do too (the kernel
     /// would change only the mount named). Other remounts are the kernel's.
     fn remount_read_only(&self, target: &PathArg, bind: bool) -> Outcome {
-        let (t, id, is_root) = try_call!(self.mount_at(target, true));
+        let (t, id, is_root) = try_call!(self.mount_at(target, true, true));
         let Some(m) = id.and_then(|id| t.by_id(id)) else {
             return Outcome::Continue;
         };
@@ -473,7 +478,12 @@ impl Call<'_> {
         let _in_caller = try_call!(self.agent.host.enter(self.tid()));
         let fd = try_call!(target.open(true));
         if !bind {
-            try_call!(sys::reconfigure(fd.as_raw_fd(), &options, true));
+            let fs = try_call!(sys::FsContext::pick(fd.as_raw_fd()));
+            for (k, v) in &options {
+                try_call!(fs.set(k, v.as_deref()));
+            }
+            try_call!(fs.set("ro", None));
+            try_call!(fs.reconfigure());
         }
         try_call!(sys::set_attrs(fd.as_raw_fd(), sys::MOUNT_ATTR_RDONLY));
         Outcome::Value(0)
@@ -489,7 +499,7 @@ impl Call<'_> {
         if !self.live() {
             return Outcome::Done;
         }
-        let (t, id, is_root) = try_call!(self.mount_at(&target, follow));
+        let (t, id, is_root) = try_call!(self.mount_at(&target, follow, false));
         match id.and_then(|id| t.by_id(id)) {
             Some(m) if is_root => {
                 let root = try_call!(self.caller_root());
@@ -522,7 +532,7 @@ impl Call<'_> {
         if !self.live() {
             return Outcome::Done;
         }
-        let (t, id, is_root) = try_call!(self.mount_at(&source, true));
+        let (t, id, is_root) = try_call!(self.mount_at(&source, true, false));
         match id.and_then(|id| t.by_id(id)) {
             // Attached in the caller's namespace (a detached tree is not in its table).
             Some(m) if is_root => self.tracked.initial.move_away(&t, m).into(),
@@ -560,13 +570,10 @@ impl Call<'_> {
         if !self.live() {
             return Outcome::Done;
         }
-        let (t, id, _) = try_call!(self.mount_at(&path, true));
+        let recursive = flags & libc::AT_RECURSIVE as u64 != 0;
+        let (t, id, _) = try_call!(self.mount_at(&path, true, recursive));
         match id.and_then(|id| t.by_id(id)) {
-            Some(m) => self
-                .tracked
-                .initial
-                .make_writable(&t, m, flags & libc::AT_RECURSIVE as u64 != 0)
-                .into(),
+            Some(m) => self.tracked.initial.make_writable(&t, m, recursive).into(),
             None => Outcome::Continue,
         }
     }

@@ -29,24 +29,6 @@ pub struct Identity {
     pub root: PathBuf,
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space, …).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 pub fn parse(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
@@ -57,8 +39,8 @@ pub fn parse(text: &str) -> Vec<Mount> {
                 id: f.first()?.parse().ok()?,
                 parent: f.get(1)?.parse().ok()?,
                 dev: f.get(2)?.to_string(),
-                root: unescape(f.get(3)?).into(),
-                mountpoint: unescape(f.get(4)?).into(),
+                root: lodge_sys::mountinfo::unescape(f.get(3)?).into(),
+                mountpoint: lodge_sys::mountinfo::unescape(f.get(4)?).into(),
                 read_only: f.get(5)?.split(',').any(|o| o == "ro"),
                 fstype: r.first()?.to_string(),
             })

@@ -115,10 +115,10 @@ fn strip_root(p: &Path) -> &[u8] {
 /// mounting onto a detached tree (6.15). Probed once, with lodge-fs's own pid namespace.
 pub fn supported() -> bool {
     let probe = || -> io::Result<()> {
-        let fs = sys::fsopen("proc")?;
+        let fs = sys::FsContext::open("proc")?;
         let pidns = sys::open(Path::new("/proc/self/ns/pid"), libc::O_RDONLY)?;
-        sys::fsconfig_fd(&fs, "pidns", pidns.as_raw_fd())?;
-        let tree = sys::fsmount(&fs, 0)?;
+        fs.set_fd("pidns", pidns.as_raw_fd())?;
+        let tree = fs.mount(0)?;
         let sub = sys::clone_mount(tree.as_raw_fd(), b"sys")?;
         sys::move_mount(sub.as_raw_fd(), tree.as_raw_fd(), b"sys")
     };
@@ -130,20 +130,20 @@ pub fn build(host: &HostView, req: &Request) -> io::Result<OwnedFd> {
     let make = || -> io::Result<OwnedFd> {
         let fs = match req.kind {
             Kind::Proc => {
-                let fs = sys::fsopen("proc")?;
+                let fs = sys::FsContext::open("proc")?;
                 let pidns = sys::open(
                     Path::new(&format!("/proc/{}/ns/pid", req.tid)),
                     libc::O_RDONLY,
                 )?;
-                sys::fsconfig_fd(&fs, "pidns", pidns.as_raw_fd())?;
+                fs.set_fd("pidns", pidns.as_raw_fd())?;
                 fs
             }
-            Kind::Sys => sys::fsopen("sysfs")?,
+            Kind::Sys => sys::FsContext::open("sysfs")?,
         };
         for (k, v) in caller_options(req.kind, req.options)? {
-            sys::fsconfig_option(&fs, &k, v.as_deref())?;
+            fs.set(&k, v.as_deref())?;
         }
-        sys::fsmount(&fs, req.attrs & !sys::MOUNT_ATTR_RDONLY)
+        fs.mount(req.attrs & !sys::MOUNT_ATTR_RDONLY)
     };
     let tree = match req.kind {
         Kind::Proc => make()?,

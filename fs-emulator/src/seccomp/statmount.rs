@@ -152,9 +152,9 @@ fn children(id: u64) -> io::Result<Vec<u64>> {
     }
 }
 
-/// The mount `fd` is on, its parent (when the caller can see it) and everything below it; the
-/// target's (mountinfo) id.
-pub fn around(fd: RawFd) -> io::Result<(Table, u64)> {
+/// The mount `fd` is on, its parent (when the caller can see it) and, with `below`, everything
+/// below it; the target's (mountinfo) id.
+pub fn around(fd: RawFd, below: bool) -> io::Result<(Table, u64)> {
     let id = unique_id(fd)?;
     let (target, parent_id) = stat(id)?;
     let target_id = target.id;
@@ -165,7 +165,7 @@ pub fn around(fd: RawFd) -> io::Result<(Table, u64)> {
         }
     }
     let mut seen = vec![id];
-    let mut todo = vec![id];
+    let mut todo = if below { vec![id] } else { Vec::new() };
     while let Some(m) = todo.pop() {
         for child in children(m)? {
             if seen.contains(&child) {

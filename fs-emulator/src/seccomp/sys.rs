@@ -98,151 +98,44 @@ pub fn chroot_here() -> io::Result<()> {
     ok_or_err(unsafe { libc::chroot(c".".as_ptr()) } as libc::c_long)
 }
 
-pub fn fsopen(fstype: &str) -> io::Result<OwnedFd> {
-    let c = cstr(fstype.as_bytes())?;
-    const FSOPEN_CLOEXEC: u32 = 1;
-    // SAFETY: a valid C string.
-    fd_or_err(unsafe { libc::syscall(libc::SYS_fsopen, c.as_ptr(), FSOPEN_CLOEXEC) })
-}
-
-const FSCONFIG_SET_FLAG: u32 = 0;
-const FSCONFIG_SET_STRING: u32 = 1;
-const FSCONFIG_SET_FD: u32 = 5;
-const FSCONFIG_CMD_CREATE: u32 = 6;
-
-/// One `key[=value]` option of a new filesystem.
-pub fn fsconfig_option(fs: &OwnedFd, key: &str, value: Option<&str>) -> io::Result<()> {
-    let k = cstr(key.as_bytes())?;
-    let r = match value {
-        Some(v) => {
-            let v = cstr(v.as_bytes())?;
-            // SAFETY: valid C strings.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_fsconfig,
-                    fs.as_raw_fd(),
-                    FSCONFIG_SET_STRING,
-                    k.as_ptr(),
-                    v.as_ptr(),
-                    0,
-                )
-            }
-        }
-        // SAFETY: a valid C string.
-        None => unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_FLAG,
-                k.as_ptr(),
-                std::ptr::null::<u8>(),
-                0,
-            )
-        },
-    };
-    ok_or_err(r)
-}
-
-pub fn fsconfig_fd(fs: &OwnedFd, key: &str, fd: RawFd) -> io::Result<()> {
-    let k = cstr(key.as_bytes())?;
-    // SAFETY: a valid C string and an open fd.
-    ok_or_err(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_SET_FD,
-            k.as_ptr(),
-            std::ptr::null::<u8>(),
-            fd,
-        )
-    })
-}
-
-pub fn fsmount(fs: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
-    // SAFETY: plain integers.
-    ok_or_err(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<u8>(),
-            std::ptr::null::<u8>(),
-            0,
-        )
-    })?;
-    const FSMOUNT_CLOEXEC: u32 = 1;
-    // SAFETY: plain integers.
-    fd_or_err(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
-}
-
-pub const OPEN_TREE_CLONE: u32 = 1;
-pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
-pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
-pub const MOUNT_ATTR_NODEV: u64 = 0x4;
-pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-pub const MOUNT_ATTR_NOATIME: u64 = 0x10;
-pub const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+pub use lodge_sys::mount::{
+    FsContext, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY, MOUNT_ATTR_STRICTATIME,
+};
+use lodge_sys::mount::{
+    MountAttr, MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, OPEN_TREE_CLONE,
+};
 
 /// A detached copy of the mount at `path` (relative to `dir`; "" for `dir` itself).
 pub fn clone_mount(dir: RawFd, path: &[u8]) -> io::Result<OwnedFd> {
-    let c = cstr(path)?;
     let flags = OPEN_TREE_CLONE
-        | libc::O_CLOEXEC as u32
         | if path.is_empty() {
             libc::AT_EMPTY_PATH as u32
         } else {
             0
         };
-    // SAFETY: a valid C string.
-    fd_or_err(unsafe { libc::syscall(libc::SYS_open_tree, dir, c.as_ptr(), flags) })
+    lodge_sys::mount::open_tree(dir, &cstr(path)?, flags)
 }
 
 /// Mounts the (detached) tree `tree` on `dir`/`path` ("" for `dir` itself).
 pub fn move_mount(tree: RawFd, dir: RawFd, path: &[u8]) -> io::Result<()> {
-    const F_EMPTY_PATH: u32 = 0x4;
-    const T_EMPTY_PATH: u32 = 0x40;
-    let c = cstr(path)?;
-    let flags = F_EMPTY_PATH | if path.is_empty() { T_EMPTY_PATH } else { 0 };
-    // SAFETY: valid C strings.
-    ok_or_err(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree,
-            c"".as_ptr(),
-            dir,
-            c.as_ptr(),
-            flags,
-        )
-    })
-}
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+    let flags = MOVE_MOUNT_F_EMPTY_PATH
+        | if path.is_empty() {
+            MOVE_MOUNT_T_EMPTY_PATH
+        } else {
+            0
+        };
+    lodge_sys::mount::move_mount(tree, c"", dir, &cstr(path)?, flags)
 }
 
 /// Sets `attrs` on the mount `fd` (and everything below it).
 pub fn set_attrs(fd: RawFd, attrs: u64) -> io::Result<()> {
-    let a = MountAttr {
+    let attr = MountAttr {
         attr_set: attrs,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
+        ..MountAttr::default()
     };
-    // SAFETY: a mount_attr of the size given.
-    ok_or_err(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &a as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    })
+    let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
+    lodge_sys::mount::mount_setattr(fd, c"", flags, &attr)
 }
 
 /// An ioctl that returns a new fd (NS_GET_USERNS, NS_GET_PARENT).
@@ -282,42 +175,4 @@ pub fn removexattr(path: &str, name: &[u8]) -> io::Result<()> {
     let (p, n) = (cstr(path.as_bytes())?, cstr(name)?);
     // SAFETY: valid C strings.
     ok_or_err(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) } as libc::c_long)
-}
-
-/// Reconfigures the filesystem of mount `fd` (a remount without MS_BIND): `options` (checked by
-/// newfs::caller_options), and read-only with `read_only`.
-pub fn reconfigure(
-    fd: RawFd,
-    options: &[(String, Option<String>)],
-    read_only: bool,
-) -> io::Result<()> {
-    const FSPICK_CLOEXEC: u32 = 1;
-    const FSPICK_EMPTY_PATH: u32 = 8;
-    const FSCONFIG_CMD_RECONFIGURE: u32 = 7;
-    // SAFETY: a static C string and plain integers.
-    let fs = fd_or_err(unsafe {
-        libc::syscall(
-            libc::SYS_fspick,
-            fd,
-            c"".as_ptr(),
-            FSPICK_CLOEXEC | FSPICK_EMPTY_PATH,
-        )
-    })?;
-    for (k, v) in options {
-        fsconfig_option(&fs, k, v.as_deref())?;
-    }
-    if read_only {
-        fsconfig_option(&fs, "ro", None)?;
-    }
-    // SAFETY: plain integers.
-    ok_or_err(unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_RECONFIGURE,
-            std::ptr::null::<u8>(),
-            std::ptr::null::<u8>(),
-            0,
-        )
-    })
 }

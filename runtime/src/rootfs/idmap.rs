@@ -12,7 +12,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
@@ -21,10 +21,9 @@ use super::options::MountOptions;
 use super::RootfsError;
 use crate::sys::{self, Forked};
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+use lodge_sys::mount::{
+    MountAttr, MOUNT_ATTR_IDMAP, MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, OPEN_TREE_CLONE,
+};
 
 /// Detached, ID-mapped trees for the spec's mounts, by index in `mounts` (`ROOTFS`: the root).
 pub type IdmappedTrees = Vec<(usize, OwnedFd)>;
@@ -252,48 +251,26 @@ pub fn userns_with_maps(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> io::R
 
 /// A detached copy of `source` (with its submounts when `recursive`).
 pub fn clone_tree(source: &Path, recursive: bool) -> io::Result<OwnedFd> {
-    let path = sys::cstr(source)?;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    let mut flags = OPEN_TREE_CLONE;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
     }
-    // SAFETY: open_tree with a valid path; the result is a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    lodge_sys::mount::open_tree(libc::AT_FDCWD, &sys::cstr(source)?, flags)
 }
 
 /// A detached copy of `source` (with its submounts when `recursive`), ID-mapped through `userns`.
 pub fn idmapped_tree(source: &Path, recursive: bool, userns: &OwnedFd) -> io::Result<OwnedFd> {
     let tree = clone_tree(source, recursive)?;
-    let attr = sys::MountAttr {
+    let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
+        ..MountAttr::default()
     };
-    let empty = CString::default();
     let mut at = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         at |= libc::AT_RECURSIVE as libc::c_uint;
     }
-    // SAFETY: mount_setattr on our detached tree.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            at,
-            &attr as *const sys::MountAttr,
-            std::mem::size_of::<sys::MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    lodge_sys::mount::mount_setattr(tree.as_raw_fd(), c"", at, &attr)?;
     Ok(tree)
 }
 
@@ -354,24 +331,16 @@ fn move_mount(
     flags: libc::c_uint,
     dest: &Path,
 ) -> Result<(), RootfsError> {
-    let empty = CString::default();
-    // SAFETY: move_mount from our detached tree onto a path or fd.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            dirfd,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | flags,
-        )
-    };
-    if r < 0 {
-        return Err(RootfsError::Io {
-            op: "move_mount",
-            path: dest.to_path_buf(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    lodge_sys::mount::move_mount(
+        tree.as_raw_fd(),
+        c"",
+        dirfd,
+        target,
+        MOVE_MOUNT_F_EMPTY_PATH | flags,
+    )
+    .map_err(|source| RootfsError::Io {
+        op: "move_mount",
+        path: dest.to_path_buf(),
+        source,
+    })
 }

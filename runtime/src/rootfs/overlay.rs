@@ -14,7 +14,7 @@
 //! show on the host.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::sys::{self, Forked};
@@ -47,7 +47,7 @@ pub fn detect(rootfs: &Path) -> Option<Layers> {
         };
         f.len() > dash + 3
             && f[3] == "/"
-            && Path::new(&unescape(f[4])) == rootfs
+            && Path::new(&lodge_sys::mountinfo::unescape(f[4])) == rootfs
             && f[dash + 1] == "overlay"
     })?;
     let f: Vec<&str> = line.split(' ').collect();
@@ -69,11 +69,11 @@ fn parse_options(super_options: &str) -> Option<Layers> {
                 layers.lower = value
                     .split(':')
                     .filter(|l| !l.is_empty())
-                    .map(|l| PathBuf::from(unescape(l)))
+                    .map(|l| PathBuf::from(lodge_sys::mountinfo::unescape(l)))
                     .collect()
             }
-            "upperdir" => layers.upper = Some(PathBuf::from(unescape(value))),
-            "workdir" => layers.work = Some(PathBuf::from(unescape(value))),
+            "upperdir" => layers.upper = Some(PathBuf::from(lodge_sys::mountinfo::unescape(value))),
+            "workdir" => layers.work = Some(PathBuf::from(lodge_sys::mountinfo::unescape(value))),
             k if CARRIED.contains(&k) => layers.options.push(opt.to_string()),
             _ => {}
         }
@@ -100,27 +100,6 @@ pub fn supported(layers: &Layers) -> bool {
             .lower
             .iter()
             .all(|l| super::idmap::fs_supports_idmap(l))
-}
-
-/// mountinfo escapes space, tab, newline, backslash (and commas in options) as octal.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A new overlay over ID-mapped copies of `layers.lower` (through `userns`), with the original
@@ -245,85 +224,33 @@ fn own_workdir(work: &Path) -> io::Result<PathBuf> {
     Ok(own)
 }
 
-/// A filesystem context (fsopen), for the fsconfig calls that build a mount.
-struct FsContext(OwnedFd);
-
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+/// A filesystem context whose failures carry the kernel's own message.
+struct FsContext(lodge_sys::mount::FsContext);
 
 fn fsopen(fstype: &str) -> io::Result<FsContext> {
-    let name = sys::cstr(fstype)?;
-    // SAFETY: fsopen with a valid name; the result is a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh fd.
-    Ok(FsContext(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+    lodge_sys::mount::FsContext::open(fstype).map(FsContext)
 }
 
 impl FsContext {
     fn set(&self, key: &str, value: Option<&str>) -> io::Result<()> {
-        let k = sys::cstr(key)?;
-        let v = value.map(sys::cstr).transpose()?;
-        let (cmd, vp) = match &v {
-            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
-            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
-        };
-        // SAFETY: fsconfig on our context with valid C strings.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                self.0.as_raw_fd(),
-                cmd,
-                k.as_ptr(),
-                vp,
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(self.error(&format!("{key}={}", value.unwrap_or(""))));
-        }
-        Ok(())
+        self.0
+            .set(key, value)
+            .map_err(|e| self.error(e, &format!("{key}={}", value.unwrap_or(""))))
     }
 
     fn create_and_mount(self) -> io::Result<OwnedFd> {
-        // SAFETY: fsconfig command on our context.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                self.0.as_raw_fd(),
-                FSCONFIG_CMD_CREATE,
-                std::ptr::null::<libc::c_char>(),
-                std::ptr::null::<libc::c_void>(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(self.error("creating the overlay"));
-        }
-        // SAFETY: fsmount on our created context.
-        let fd = unsafe { libc::syscall(libc::SYS_fsmount, self.0.as_raw_fd(), 1u32, 0u32) };
-        if fd < 0 {
-            return Err(self.error("fsmount"));
-        }
-        // SAFETY: fresh fd.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        self.0
+            .mount(0)
+            .map_err(|e| self.error(e, "creating the overlay"))
     }
 
     /// The errno, with the kernel's own message from the context's log when it left one.
-    fn error(&self, what: &str) -> io::Error {
-        let errno = io::Error::last_os_error();
-        let mut buf = [0u8; 512];
-        // SAFETY: reading the context's message log into our buffer.
-        let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        let detail = if n > 0 {
-            format!(" ({})", String::from_utf8_lossy(&buf[..n as usize]).trim())
-        } else {
-            String::new()
-        };
+    fn error(&self, errno: io::Error, what: &str) -> io::Error {
+        let detail = self
+            .0
+            .message()
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default();
         io::Error::new(errno.kind(), format!("overlay {what}: {errno}{detail}"))
     }
 }
@@ -341,6 +268,6 @@ mod tests {
         let rel =
             parse_options("rw,lowerdir=l/A:l/B,upperdir=/d/x/diff,workdir=/d/x/work").unwrap();
         assert_eq!(rel.lower[1], PathBuf::from("/d/l/B"));
-        assert_eq!(unescape("/a\\040b"), "/a b");
+        assert_eq!(lodge_sys::mountinfo::unescape("/a\\040b"), "/a b");
     }
 }
