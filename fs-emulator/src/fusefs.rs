@@ -1,6 +1,8 @@
-//! The FUSE side: lookups, attributes, directory listings and reads over the registry. A file's
-//! content is rendered once at open and served from that snapshot (consistent reads, and a
-//! container deleted while a file is open does not disturb the reader).
+//! The filesystem lodge-fs serves: lookups, attributes, directory listings, reads and writes
+//! over the registry, independent of how requests arrive (`/dev/fuse` through fuser, or
+//! FUSE over io_uring, `fuse_uring`). A file's content is rendered once at open and served
+//! from that snapshot (consistent reads, and a container deleted while a file is open does not
+//! disturb the reader); a read at offset 0 after the first renders it again.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -9,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry,
+    ReplyOpen, Request,
 };
 
 use crate::files::WritePolicy;
@@ -18,13 +21,84 @@ use crate::registry::{self, Registry, ROOT_INO};
 
 /// Entries and attributes never change for a registered container; a removed one's inodes are
 /// never reused.
-const TTL: Duration = Duration::from_secs(60);
+pub const TTL: Duration = Duration::from_secs(60);
 
-/// The size files report (see `make_attr`).
+/// The size files report (see `Attr::size`).
 const MAX_FILE: u64 = 1 << 20;
 
-/// An open file: its content, and whether nobody has read it yet (a read at offset 0 after the
-/// first one renders the file again: `top` keeps /proc/stat open and rereads it from the start).
+/// The largest read or write one request carries. Emulated files are a few KiB; keeping this
+/// small keeps each io_uring entry's buffer small.
+pub const MAX_TRANSFER: u32 = 128 * 1024;
+
+/// What lodge-fs tells the kernel about an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub dir: bool,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Attr {
+    /// The size is unknown until the content is rendered at open. Files report an upper bound:
+    /// with 0, readers that splice (busybox cat uses sendfile) see an empty file; reads are
+    /// direct, so a reader gets exactly the content and then EOF.
+    pub fn size(&self) -> u64 {
+        if self.dir {
+            0
+        } else {
+            MAX_FILE
+        }
+    }
+
+    /// st_mode: type and permission bits.
+    pub fn mode(&self) -> u32 {
+        let kind = if self.dir {
+            libc::S_IFDIR
+        } else {
+            libc::S_IFREG
+        };
+        kind | u32::from(self.perm)
+    }
+
+    pub fn nlink(&self) -> u32 {
+        if self.dir {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn to_fuser(self) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(self.ino),
+            size: self.size(),
+            blocks: 0,
+            atime: UNIX_EPOCH,
+            mtime: UNIX_EPOCH,
+            ctime: UNIX_EPOCH,
+            crtime: UNIX_EPOCH,
+            kind: if self.dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            },
+            perm: self.perm,
+            nlink: self.nlink(),
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            flags: 0,
+            blksize: 4096,
+        }
+    }
+}
+
+/// One directory entry: inode, whether it is a directory, name.
+pub type DirEntry = (u64, bool, String);
+
+/// An open file: its content, and whether nobody has read it yet.
 struct Handle {
     content: Arc<Vec<u8>>,
     fresh: bool,
@@ -53,56 +127,36 @@ impl LodgeFs {
         c.render(file).map(String::into_bytes)
     }
 
-    fn attr(&self, ino: u64) -> Option<FileAttr> {
+    pub fn attr(&self, ino: u64) -> Option<Attr> {
         if ino == ROOT_INO {
             // Host users have no business with containers' views; containers reach their files
             // through their bind mounts, never through this directory.
-            return Some(make_attr(ino, FileType::Directory, 0o700, (0, 0)));
+            return Some(Attr {
+                ino,
+                dir: true,
+                perm: 0o700,
+                uid: 0,
+                gid: 0,
+            });
         }
         let (slot, node) = registry::decode(ino)?;
         let c = self.registry.get(slot)?;
         let n = registry::nodes().get(node)?;
-        Some(match n.file {
-            Some(f) if f.is_dir() => make_attr(ino, FileType::Directory, f.mode as u16, c.owner),
-            Some(f) => make_attr(ino, FileType::RegularFile, f.mode as u16, c.owner),
-            None => make_attr(ino, FileType::Directory, 0o555, c.owner),
+        let (dir, perm) = match n.file {
+            Some(f) => (f.is_dir(), f.mode as u16),
+            None => (true, 0o555),
+        };
+        Some(Attr {
+            ino,
+            dir,
+            perm,
+            uid: c.owner.0,
+            gid: c.owner.1,
         })
     }
-}
 
-fn make_attr(ino: u64, kind: FileType, perm: u16, (uid, gid): (u32, u32)) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(ino),
-        // The size is unknown until the content is rendered at open. Files report an upper
-        // bound: with 0, readers that splice (busybox cat uses sendfile) see an empty file;
-        // reads are direct, so a reader gets exactly the content and then EOF.
-        size: if kind == FileType::RegularFile {
-            MAX_FILE
-        } else {
-            0
-        },
-        blocks: 0,
-        atime: UNIX_EPOCH,
-        mtime: UNIX_EPOCH,
-        ctime: UNIX_EPOCH,
-        crtime: UNIX_EPOCH,
-        kind,
-        perm,
-        nlink: if kind == FileType::Directory { 2 } else { 1 },
-        uid,
-        gid,
-        rdev: 0,
-        flags: 0,
-        blksize: 4096,
-    }
-}
-
-impl Filesystem for LodgeFs {
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let parent = u64::from(parent);
-        let Some(name) = name.to_str() else {
-            return reply.error(Errno::ENOENT);
-        };
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, Errno> {
+        let name = std::str::from_utf8(name).map_err(|_| Errno::ENOENT)?;
         let ino = if parent == ROOT_INO {
             self.registry.slot_of(name).map(|s| registry::ino(s, 0))
         } else {
@@ -116,37 +170,27 @@ impl Filesystem for LodgeFs {
             })
         };
         // A container's directory entry is invalidated when it registers or goes away.
-        match ino.and_then(|i| self.attr(i)) {
-            Some(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            None => reply.error(Errno::ENOENT),
-        }
+        ino.and_then(|i| self.attr(i)).ok_or(Errno::ENOENT)
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.attr(u64::from(ino)) {
-            Some(attr) => reply.attr(&TTL, &attr),
-            None => reply.error(Errno::ENOENT),
-        }
+    pub fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
+        self.attr(ino).ok_or(Errno::ENOENT)
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let Some((slot, node)) = registry::decode(u64::from(ino)) else {
-            return reply.error(Errno::EISDIR);
-        };
+    /// Renders the file and returns the handle serving that snapshot.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
+        let (slot, node) = registry::decode(ino).ok_or(Errno::EISDIR)?;
         let (Some(c), Some(file)) = (
             self.registry.get(slot),
             registry::nodes().get(node).and_then(|n| n.file),
         ) else {
-            return reply.error(Errno::ENOENT);
+            return Err(Errno::ENOENT);
         };
-        let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        let writing = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writing && matches!(file.write, WritePolicy::ReadOnly) {
-            return reply.error(Errno::EACCES);
+            return Err(Errno::EACCES);
         }
-        let Some(content) = c.render(file) else {
-            return reply.error(Errno::EISDIR);
-        };
-        let content = Arc::new(content.into_bytes());
+        let content = c.render(file).ok_or(Errno::EISDIR)?;
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
@@ -154,11 +198,147 @@ impl Filesystem for LodgeFs {
             .insert(
                 fh,
                 Handle {
-                    content,
+                    content: Arc::new(content.into_bytes()),
                     fresh: true,
                 },
             );
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        Ok(fh)
+    }
+
+    /// The content a read of `size` at `offset` returns: the snapshot and the range of it.
+    pub fn read(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<(Arc<Vec<u8>>, std::ops::Range<usize>), Errno> {
+        let (content, reread) = {
+            let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            let h = handles.get_mut(&fh).ok_or(Errno::EBADF)?;
+            // `top` keeps /proc/stat open and rereads it from the start.
+            let reread = offset == 0 && !h.fresh;
+            h.fresh = false;
+            (h.content.clone(), reread)
+        };
+        // Rendered outside the lock: other readers go on meanwhile.
+        let content = match reread.then(|| self.render(ino)).flatten() {
+            Some(new) => {
+                let new = Arc::new(new);
+                if let Some(h) = self
+                    .handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&fh)
+                {
+                    h.content = new.clone();
+                }
+                new
+            }
+            None => content,
+        };
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(content.len());
+        let end = start.saturating_add(size as usize).min(content.len());
+        Ok((content, start..end))
+    }
+
+    /// Writes a knob; returns the bytes taken.
+    pub fn write(&self, ino: u64, data: &[u8]) -> Result<u32, Errno> {
+        let (slot, node) = registry::decode(ino).ok_or(Errno::EACCES)?;
+        let (Some(c), Some(file)) = (
+            self.registry.get(slot),
+            registry::nodes().get(node).and_then(|n| n.file),
+        ) else {
+            return Err(Errno::ENOENT);
+        };
+        let text = std::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
+        c.write(file, text).map_err(Errno::from_i32)?;
+        Ok(data.len() as u32)
+    }
+
+    /// Only truncation (`echo value > knob` opens with O_TRUNC) is accepted, and changes
+    /// nothing: a knob's value is replaced whole by the next write. Ownership never changes.
+    pub fn setattr(&self, ino: u64, changes_owner: bool) -> Result<Attr, Errno> {
+        if changes_owner {
+            return Err(Errno::EPERM);
+        }
+        self.getattr(ino)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh);
+    }
+
+    /// A directory's entries, "." and ".." first; an entry's offset is its index + 1.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, Errno> {
+        let mut entries: Vec<DirEntry> =
+            vec![(ino, true, ".".into()), (ROOT_INO, true, "..".into())];
+        if ino == ROOT_INO {
+            for (slot, c) in self.registry.all() {
+                entries.push((registry::ino(slot, 0), true, c.id.clone()));
+            }
+            return Ok(entries);
+        }
+        let (slot, node) = registry::decode(ino).ok_or(Errno::ENOENT)?;
+        if self.registry.get(slot).is_none() {
+            return Err(Errno::ENOENT);
+        }
+        for (i, n) in registry::nodes().iter().enumerate().skip(1) {
+            if n.parent == node {
+                let dir = n.file.is_none_or(|f| f.is_dir());
+                entries.push((registry::ino(slot, i), dir, n.name.clone()));
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// Serves `LodgeFs` over `/dev/fuse` through fuser. When `io_uring` is set, INIT also asks
+/// for FUSE over io_uring; whether the kernel agreed is kept in `uring_granted`.
+pub struct FuserFs {
+    pub fs: Arc<LodgeFs>,
+    pub io_uring: bool,
+    pub uring_granted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Filesystem for FuserFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_TRANSFER);
+        let _ = config.set_max_readahead(MAX_TRANSFER);
+        if self.io_uring
+            && config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok()
+        {
+            self.uring_granted.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.fs.lookup(parent.0, name.as_encoded_bytes()) {
+            Ok(attr) => reply.entry(&TTL, &attr.to_fuser(), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(attr) => reply.attr(&TTL, &attr.to_fuser()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(ino.0, flags.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn read(
@@ -172,34 +352,10 @@ impl Filesystem for LodgeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let (content, reread) = {
-            let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(h) = handles.get_mut(&fh.0) else {
-                return reply.error(Errno::EBADF);
-            };
-            let reread = offset == 0 && !h.fresh;
-            h.fresh = false;
-            (h.content.clone(), reread)
-        };
-        // Rendered outside the lock: other readers go on meanwhile.
-        let content = match reread.then(|| self.render(u64::from(ino))).flatten() {
-            Some(new) => {
-                let new = Arc::new(new);
-                if let Some(h) = self
-                    .handles
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_mut(&fh.0)
-                {
-                    h.content = new.clone();
-                }
-                new
-            }
-            None => content,
-        };
-        let start = (offset as usize).min(content.len());
-        let end = (start + size as usize).min(content.len());
-        reply.data(&content[start..end]);
+        match self.fs.read(ino.0, fh.0, offset, size) {
+            Ok((content, range)) => reply.data(&content[range]),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn write(
@@ -214,26 +370,12 @@ impl Filesystem for LodgeFs {
         _lock_owner: Option<LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
-        let Some((slot, node)) = registry::decode(u64::from(ino)) else {
-            return reply.error(Errno::EACCES);
-        };
-        let (Some(c), Some(file)) = (
-            self.registry.get(slot),
-            registry::nodes().get(node).and_then(|n| n.file),
-        ) else {
-            return reply.error(Errno::ENOENT);
-        };
-        let Ok(text) = std::str::from_utf8(data) else {
-            return reply.error(Errno::EINVAL);
-        };
-        match c.write(file, text) {
-            Ok(()) => reply.written(data.len() as u32),
-            Err(errno) => reply.error(Errno::from_i32(errno)),
+        match self.fs.write(ino.0, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
         }
     }
 
-    /// Only truncation (`echo value > knob` opens with O_TRUNC) is accepted, and changes
-    /// nothing: a knob's value is replaced whole by the next write.
     fn setattr(
         &self,
         _req: &Request,
@@ -252,12 +394,9 @@ impl Filesystem for LodgeFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if uid.is_some() || gid.is_some() {
-            return reply.error(Errno::EPERM);
-        }
-        match self.attr(u64::from(ino)) {
-            Some(attr) => reply.attr(&TTL, &attr),
-            None => reply.error(Errno::ENOENT),
+        match self.fs.setattr(ino.0, uid.is_some() || gid.is_some()) {
+            Ok(attr) => reply.attr(&TTL, &attr.to_fuser()),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -271,10 +410,7 @@ impl Filesystem for LodgeFs {
         _flush: bool,
         reply: fuser::ReplyEmpty,
     ) {
-        self.handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
+        self.fs.release(fh.0);
         reply.ok();
     }
 
@@ -286,33 +422,16 @@ impl Filesystem for LodgeFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let ino = u64::from(ino);
-        let mut entries: Vec<(u64, FileType, String)> = vec![
-            (ino, FileType::Directory, ".".into()),
-            (ROOT_INO, FileType::Directory, "..".into()),
-        ];
-        if ino == ROOT_INO {
-            for (slot, c) in self.registry.all() {
-                entries.push((registry::ino(slot, 0), FileType::Directory, c.id.clone()));
-            }
-        } else {
-            let Some((slot, node)) = registry::decode(ino) else {
-                return reply.error(Errno::ENOENT);
+        let entries = match self.fs.readdir(ino.0) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(e),
+        };
+        for (i, (ino, dir, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            let kind = if dir {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
             };
-            if self.registry.get(slot).is_none() {
-                return reply.error(Errno::ENOENT);
-            }
-            for (i, n) in registry::nodes().iter().enumerate().skip(1) {
-                if n.parent == node {
-                    let kind = match n.file {
-                        Some(f) if !f.is_dir() => FileType::RegularFile,
-                        _ => FileType::Directory,
-                    };
-                    entries.push((registry::ino(slot, i), kind, n.name.clone()));
-                }
-            }
-        }
-        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
                 break;
             }

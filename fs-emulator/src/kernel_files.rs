@@ -3,6 +3,10 @@
 //! time, and those walks were most of a render's cost; a pread at offset 0 makes the kernel
 //! produce the file afresh (seq_file and sysfs start over there), so nothing is stale.
 //!
+//! Each thread reading a file gets its own open file (up to `LANES`): a read of procfs or
+//! cgroupfs holds the open file's seq_file lock while the kernel formats it, so one shared fd
+//! would make renders on different CPUs wait for each other.
+//!
 //! A file that is gone (a removed cgroup answers ENODEV) is opened again once; a path that does
 //! not open is retried after a second (a container registers before its cgroup exists).
 
@@ -10,6 +14,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,13 +23,26 @@ enum Entry {
     Missing(Instant),
 }
 
-static FILES: LazyLock<Mutex<HashMap<PathBuf, Entry>>> = LazyLock::new(Mutex::default);
+/// Open files by path and lane.
+static FILES: LazyLock<Mutex<HashMap<(PathBuf, usize), Entry>>> = LazyLock::new(Mutex::default);
+
+/// Threads share a lane only beyond this many.
+const LANES: usize = 8;
+
+fn lane() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static LANE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % LANES;
+    }
+    LANE.with(|l| *l)
+}
 
 const RETRY_MISSING: Duration = Duration::from_secs(1);
 
 fn handle(path: &Path, fresh: bool) -> Option<Arc<File>> {
+    let key = (path.to_path_buf(), lane());
     let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
-    match files.get(path) {
+    match files.get(&key) {
         Some(Entry::Open(f)) if !fresh => return Some(f.clone()),
         Some(Entry::Missing(at)) if !fresh && at.elapsed() < RETRY_MISSING => return None,
         _ => {}
@@ -32,11 +50,11 @@ fn handle(path: &Path, fresh: bool) -> Option<Arc<File>> {
     match File::open(path) {
         Ok(f) => {
             let f = Arc::new(f);
-            files.insert(path.to_path_buf(), Entry::Open(f.clone()));
+            files.insert(key, Entry::Open(f.clone()));
             Some(f)
         }
         Err(_) => {
-            files.insert(path.to_path_buf(), Entry::Missing(Instant::now()));
+            files.insert(key, Entry::Missing(Instant::now()));
             None
         }
     }
@@ -47,10 +65,12 @@ fn read_from_start(f: &File) -> std::io::Result<String> {
     let mut buf = [0u8; 16384]; // (on the stack: no allocation per read)
     loop {
         let n = f.read_at(&mut buf, out.len() as u64)?;
-        if n == 0 {
+        out.extend_from_slice(&buf[..n]);
+        // procfs, sysfs and cgroupfs fill a read as far as the file goes: a short read is the
+        // end (one syscall per file instead of two).
+        if n < buf.len() {
             return Ok(String::from_utf8_lossy(&out).into_owned());
         }
-        out.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -92,7 +112,7 @@ pub fn forget_below(dir: &Path) {
     FILES
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .retain(|p, _| !p.starts_with(dir));
+        .retain(|(p, _), _| !p.starts_with(dir));
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod files;
+pub mod fuse_uring;
 pub mod fusefs;
 pub mod kernel_files;
 pub mod registry;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use fuser::{Config, MountOption, SessionACL};
-use lodge_fs::{fusefs::LodgeFs, registry::Registry, server};
+use lodge_fs::fusefs::{FuserFs, LodgeFs};
+use lodge_fs::{fuse_uring, registry::Registry, server};
 
 /// lodge-fs: each system container's own /proc and /sys files, from its cgroup (FUSE)
 #[derive(Parser)]
@@ -34,6 +35,8 @@ struct Cli {
     /// that covers them all)
     #[arg(long)]
     threads: Option<usize>,
+    #[arg(long)]
+    no_io_uring: bool,
     /// Debug logging
     #[arg(long)]
     debug: bool,
@@ -84,16 +87,51 @@ fn main() -> anyhow::Result<()> {
     ];
     // Containers read as their own root, never as lodge-fs's user.
     config.acl = SessionACL::All;
+    // FUSE over io_uring answers each request on the CPU that made it; /dev/fuse workers are
+    // the fallback (kernels before 6.14, or --no-io-uring).
+    let want_uring = !cli.no_io_uring
+        && match fuse_uring::enable_in_kernel() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(reason = %e, "serving FUSE over /dev/fuse");
+                false
+            }
+        };
     let cpus = allowed_cpus();
-    let threads = cli.threads.unwrap_or(cpus.len().clamp(1, 8)).max(1);
+    let threads = if want_uring {
+        // Left to /dev/fuse: forgets, interrupts, and requests before the queues are ready.
+        1
+    } else {
+        cli.threads.unwrap_or(cpus.len().clamp(1, 8)).max(1)
+    };
     config.n_threads = Some(threads);
-    // One /dev/fuse fd per worker thread: no contention on a shared one.
     config.clone_fd = true;
-    let session = fuser::spawn_mount(LodgeFs::new(registry.clone()), &cli.mountpoint, &config)
+    let fs = Arc::new(LodgeFs::new(registry.clone()));
+    let granted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fuser_fs = FuserFs {
+        fs: fs.clone(),
+        io_uring: want_uring,
+        uring_granted: granted.clone(),
+    };
+    let session = fuser::Session::new(fuser_fs, &cli.mountpoint, &config)
         .with_context(|| format!("mounting FUSE at {}", cli.mountpoint.display()))?;
-    // Pinned only when every CPU lodge-fs may use gets a worker: on a bigger host, workers kept
-    // on a few CPUs would wait behind whatever else runs there.
-    if threads >= cpus.len() {
+    let uring = if want_uring {
+        match start_uring(&session, fs, &granted) {
+            Ok(stats) => {
+                tracing::info!(queues = stats.queues, "serving FUSE over io_uring");
+                Some(stats)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "FUSE over io_uring unavailable; serving over /dev/fuse with one worker");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let notifier = session.notifier();
+    let session = session.spawn().context("starting the FUSE session")?;
+    if uring.is_none() && threads >= cpus.len() {
         pin_workers(&cpus, threads);
     }
     let listener = server::listen(&cli.socket)
@@ -117,8 +155,9 @@ fn main() -> anyhow::Result<()> {
     let server = Arc::new(server::Server {
         registry: registry.clone(),
         mountpoint: cli.mountpoint.clone(),
-        notifier: Some(session.notifier()),
+        notifier: Some(notifier),
         listener: agent_socket.clone(),
+        uring,
     });
     std::thread::spawn(move || server::serve(listener, server));
     {
@@ -139,6 +178,22 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(s);
     }
     Ok(())
+}
+
+fn start_uring(
+    session: &fuser::Session<FuserFs>,
+    fs: Arc<LodgeFs>,
+    granted: &std::sync::atomic::AtomicBool,
+) -> Result<Arc<fuse_uring::UringStats>, fuse_uring::UringError> {
+    use std::os::fd::AsFd;
+    if !granted.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(fuse_uring::UringError::NotGranted);
+    }
+    let fd = session
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| fuse_uring::UringError::Setup { qid: 0, source })?;
+    fuse_uring::start(fs, fd)
 }
 
 fn resp_json(r: lodge_ipc::fs::Response) -> serde_json::Value {

@@ -34,6 +34,8 @@ pub struct Server {
     pub notifier: Option<fuser::Notifier>,
     /// The seccomp agent's socket, told to lodge-runc at registration.
     pub listener: Option<PathBuf>,
+    /// Set when requests come over FUSE io_uring queues.
+    pub uring: Option<Arc<crate::fuse_uring::UringStats>>,
 }
 
 pub fn serve(listener: UnixListener, server: Arc<Server>) {
@@ -120,6 +122,16 @@ impl Server {
                 version: env!("CARGO_PKG_VERSION").into(),
                 mountpoint: mountpoint.to_path_buf(),
                 containers: registry.len(),
+                transport: if self.uring.is_some() {
+                    "io_uring"
+                } else {
+                    "dev_fuse"
+                }
+                .into(),
+                uring_requests: self
+                    .uring
+                    .as_ref()
+                    .map_or(0, |u| u.requests.load(std::sync::atomic::Ordering::Relaxed)),
             },
         }
     }

@@ -46,6 +46,12 @@ pub enum Response {
         version: String,
         mountpoint: PathBuf,
         containers: usize,
+        /// How FUSE requests reach lodge-fs: "io_uring" (one queue per CPU) or "dev_fuse".
+        #[serde(default)]
+        transport: String,
+        /// Requests answered over io_uring since start.
+        #[serde(default)]
+        uring_requests: u64,
     },
     Ok,
     Error {

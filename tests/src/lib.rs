@@ -566,3 +566,70 @@ pub fn feed_busybox_rootfs(importer: &mut Command) -> Output {
     assert!(tar.wait().unwrap().success(), "tar of the busybox rootfs");
     out
 }
+
+/// A lodge-fs of a test's own, on a scratch socket and mountpoint, stopped (and so unmounted)
+/// however the test ends. `lodge-runc --fs-socket <socket>` registers containers with it.
+pub struct PrivateFs {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub child: std::process::Child,
+}
+
+impl PrivateFs {
+    pub fn start(args: &[&str]) -> PrivateFs {
+        let dir = Path::new(WORK).join(unique_id("fs"));
+        fs::create_dir_all(dir.join("mnt")).unwrap();
+        let socket = dir.join("fs.sock");
+        let bin = std::env::var("LODGE_FS")
+            .map_or_else(|_| runtime_bin().with_file_name("lodge-fs"), PathBuf::from);
+        let child = Command::new(bin)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--mountpoint")
+            .arg(dir.join("mnt"))
+            .args(args)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let fs = PrivateFs { dir, socket, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs.status().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private lodge-fs did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        fs
+    }
+
+    /// `lodge-fs status` as JSON, once it answers.
+    pub fn status(&self) -> Option<Value> {
+        let bin = std::env::var("LODGE_FS")
+            .map_or_else(|_| runtime_bin().with_file_name("lodge-fs"), PathBuf::from);
+        let out = Command::new(bin)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("status")
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn socket(&self) -> String {
+        self.socket.display().to_string()
+    }
+}
+
+impl Drop for PrivateFs {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child; lodge-fs unmounts its tree on SIGTERM.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        // Only once its mountpoint is gone: never walk into a mount that is still there.
+        let mnt = self.dir.join("mnt");
+        if fs::remove_dir(&mnt).is_ok() || !mnt.exists() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

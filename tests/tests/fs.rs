@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use lodge_tests::{field, unique_id, Bundle, Runtime};
+use lodge_tests::{field, unique_id, Bundle, PrivateFs, Runtime};
 
 const MOUNT: &str = "/var/lib/lodge-fs";
 
@@ -266,5 +266,95 @@ fn proc_sys_knobs_are_per_container_and_namespaced_ones_reach_the_kernel() {
     for (id, bundle) in [(&ia, &a), (&ib, &b)] {
         rt.ok(&["delete", "--force", id]);
         rt.assert_no_residue(id, bundle);
+    }
+}
+
+/// The CPUs a thread of `pid` may run on, by thread name.
+fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut threads = vec![];
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let get = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        threads.push((get("Name:"), get("Cpus_allowed_list:")));
+    }
+    threads
+}
+
+#[test]
+fn requests_are_answered_over_io_uring_on_the_readers_cpu_or_over_dev_fuse() {
+    // FUSE over io_uring needs a kernel built with it (6.14+); lodge-fs turns on the fuse
+    // module's enable_uring parameter itself.
+    let kernel_has_it = Path::new("/sys/module/fuse/parameters/enable_uring").exists();
+    let rt = Runtime::system();
+    for (args, want) in [
+        (
+            vec![],
+            if kernel_has_it {
+                "io_uring"
+            } else {
+                "dev_fuse"
+            },
+        ),
+        (vec!["--no-io-uring"], "dev_fuse"),
+    ] {
+        let fs = PrivateFs::start(&args);
+        let status = fs.status().unwrap();
+        assert_eq!(status["transport"], want, "{args:?}: {status}");
+        let before = status["uring_requests"].as_u64().unwrap();
+        let b = limited(&["sleep", "100"], 192);
+        let id = unique_id("ring");
+        let socket = fs.socket();
+        rt.ok(&[
+            "--fs-socket",
+            &socket,
+            "run",
+            "-d",
+            "--bundle",
+            b.path(),
+            &id,
+        ]);
+        let out = rt.ok(&[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do echo mem $(head -1 /proc/meminfo); done | sort -u; \
+             echo cpus $(grep -c ^processor /proc/cpuinfo); echo knob $(cat /proc/sys/kernel/pid_max); \
+             ls /sys/kernel/security | wc -l",
+        ]);
+        let after = fs.status().unwrap()["uring_requests"].as_u64().unwrap();
+        rt.ok(&["--fs-socket", &socket, "delete", "--force", &id]);
+        rt.assert_no_residue(&id, &b);
+        assert!(
+            out.starts_with("mem MemTotal: 196608 kB\ncpus"),
+            "{args:?}: {out}"
+        );
+        assert_eq!(field(&out, "cpus"), "1", "{out}");
+        assert!(field(&out, "knob").parse::<u64>().is_ok(), "{out}");
+        if want == "io_uring" {
+            // Ten opens and reads of meminfo at least, all through the rings.
+            assert!(after >= before + 20, "{before} -> {after}");
+            // One queue thread per CPU, each pinned to its CPU.
+            let rings: Vec<_> = thread_cpus(fs.child.id())
+                .into_iter()
+                .filter(|(name, _)| name.starts_with("fuse-ring-"))
+                .collect();
+            assert!(!rings.is_empty());
+            for (name, cpus) in &rings {
+                assert_eq!(name["fuse-ring-".len()..], *cpus, "{rings:?}");
+            }
+        } else {
+            assert_eq!(after, 0);
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use lodge_tests::{field, unique_id, Bundle, Running, Runtime, WORK};
+use lodge_tests::{field, unique_id, Bundle, PrivateFs, Running, Runtime, WORK};
 
 /// `bundle` running as a system container, its rootfs writable, with a memory limit.
 fn start(mut bundle: Bundle, memory_mib: u64) -> Running {
@@ -329,59 +329,30 @@ fn sysinfo_reports_the_containers_memory_and_uptime() {
 /// table, read from /proc. A private lodge-fs runs it.
 #[test]
 fn immutability_holds_on_the_mountinfo_path_too() {
-    let dir = Path::new(WORK).join(unique_id("fsold"));
-    std::fs::create_dir_all(dir.join("mnt")).unwrap();
-    let socket = dir.join("fs.sock");
-    let fs_bin = std::env::var("LODGE_FS").unwrap_or_else(|_| {
-        lodge_tests::runtime_bin()
-            .with_file_name("lodge-fs")
-            .display()
-            .to_string()
-    });
-    /// Stops the private lodge-fs however the test ends (it unmounts its tree on SIGTERM).
-    struct Daemon(std::process::Child);
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-            let _ = self.0.wait();
-        }
-    }
-    let daemon = Daemon(
-        std::process::Command::new(fs_bin)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--mountpoint")
-            .arg(dir.join("mnt"))
-            .arg("--no-statmount")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !dir.join("fs-seccomp.sock").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "private lodge-fs did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let fs = PrivateFs::start(&["--no-statmount"]);
     let rt = Runtime::system();
     let mut b = Bundle::new(&["sleep", "1000"]);
     b.edit(|c| c["root"]["readonly"] = false.into());
     let id = unique_id("old");
-    let fs = socket.display().to_string();
-    rt.ok(&["--fs-socket", &fs, "run", "-d", "--bundle", b.path(), &id]);
+    let fs_socket = fs.socket();
+    rt.ok(&[
+        "--fs-socket",
+        &fs_socket,
+        "run",
+        "-d",
+        "--bundle",
+        b.path(),
+        &id,
+    ]);
     let out = rt.sh(
         &id,
         "umount /proc/timer_list; echo unmask $?; mount -o remount,rw /proc/bus; echo remount $?; \
          umount /proc; echo proc $?; mkdir -p /mnt/p && mount -t proc proc /mnt/p && \
          echo masked $(wc -c < /mnt/p/timer_list); umount -l /mnt/p",
     );
-    rt.ok(&["--fs-socket", &fs, "delete", "--force", &id]);
+    rt.ok(&["--fs-socket", &fs_socket, "delete", "--force", &id]);
     rt.assert_no_residue(&id, &b);
-    drop(daemon);
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(fs);
     assert_ne!(field(&out, "unmask"), "0", "{out}");
     assert_ne!(field(&out, "remount"), "0", "{out}");
     assert_ne!(field(&out, "proc"), "0", "{out}");

@@ -1,0 +1,491 @@
+//! FUSE over io_uring (kernel ≥ 6.14, `fuse.enable_uring`): the kernel keeps one request queue
+//! per CPU and hands a request to the queue of the CPU that made it. lodge-fs runs one thread
+//! per queue, pinned to that CPU, so a reader's request is answered on its own CPU: no wake-up
+//! of a thread on another CPU, which is most of a `/dev/fuse` round trip's cost.
+//!
+//! Each queue thread owns an io_uring with 128-byte entries and keeps `DEPTH` FUSE ring entries
+//! registered: a header area and a payload buffer the kernel fills with a request. The thread
+//! answers in place and hands the entry back with COMMIT_AND_FETCH, which also waits for the
+//! next request. INIT, FORGET, INTERRUPT and notifications still travel over `/dev/fuse`
+//! (fuser serves those).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use fuser::Errno;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use crate::fusefs::{Attr, LodgeFs, MAX_TRANSFER, TTL};
+
+/// Ring entries per queue: a queue's thread answers them one after another, so more only
+/// helps when several requests arrive on one CPU at once.
+const DEPTH: usize = 4;
+
+/// `enum fuse_uring_cmd` (uapi fuse.h).
+const CMD_REGISTER: u32 = 1;
+const CMD_COMMIT_AND_FETCH: u32 = 2;
+
+const OP_LOOKUP: u32 = 1;
+const OP_GETATTR: u32 = 3;
+const OP_SETATTR: u32 = 4;
+const OP_OPEN: u32 = 14;
+const OP_READ: u32 = 15;
+const OP_WRITE: u32 = 16;
+const OP_STATFS: u32 = 17;
+const OP_RELEASE: u32 = 18;
+const OP_OPENDIR: u32 = 27;
+const OP_READDIR: u32 = 28;
+const OP_RELEASEDIR: u32 = 29;
+
+/// `FATTR_UID | FATTR_GID` of fuse_setattr_in.valid.
+const FATTR_OWNER: u32 = (1 << 1) | (1 << 2);
+/// fuse_open_out.open_flags: reads bypass the page cache (the size is not known).
+const FOPEN_DIRECT_IO: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UringError {
+    #[error("FUSE over io_uring is off in this kernel ({0})")]
+    Unavailable(String),
+    #[error("the kernel did not grant FUSE over io_uring at INIT")]
+    NotGranted,
+    #[error("setting up the io_uring of queue {qid}: {source}")]
+    Setup { qid: usize, source: io::Error },
+    #[error("registering queue {qid} with FUSE: {source}")]
+    Register { qid: usize, source: io::Error },
+}
+
+const ENABLE_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Makes sure the kernel lets FUSE servers ask for io_uring: turns on `fuse.enable_uring` when
+/// it is off. The parameter only allows servers to opt in; other FUSE filesystems are unchanged.
+pub fn enable_in_kernel() -> Result<(), UringError> {
+    let current = std::fs::read_to_string(ENABLE_PARAM).map_err(|e| {
+        UringError::Unavailable(format!("{ENABLE_PARAM}: {e} (kernel older than 6.14?)"))
+    })?;
+    if current.trim() == "Y" {
+        return Ok(());
+    }
+    std::fs::write(ENABLE_PARAM, "Y")
+        .map_err(|e| UringError::Unavailable(format!("turning on {ENABLE_PARAM}: {e}")))?;
+    tracing::info!(
+        parameter = ENABLE_PARAM,
+        "turned on FUSE over io_uring in the kernel"
+    );
+    Ok(())
+}
+
+/// What `lodge-fs status` reports about the transport.
+#[derive(Default)]
+pub struct UringStats {
+    pub queues: usize,
+    pub requests: AtomicU64,
+}
+
+/// The number of queues the kernel made: one per possible CPU (`nr_cpu_ids`).
+fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| {
+            s.trim()
+                .split(',')
+                .filter_map(|r| r.rsplit('-').next()?.parse::<usize>().ok())
+                .max()
+        })
+        .map_or(1, |max| max + 1)
+}
+
+/// Starts one thread per queue and registers every queue's entries. Returns once the kernel
+/// has taken them all (from then on every request but FORGET and INTERRUPT comes this way), or
+/// with the first error (requests then keep coming over `/dev/fuse`).
+pub fn start(fs: Arc<LodgeFs>, fuse: OwnedFd) -> Result<Arc<UringStats>, UringError> {
+    let queues = possible_cpus();
+    let stats = Arc::new(UringStats {
+        queues,
+        requests: AtomicU64::new(0),
+    });
+    let fuse = Arc::new(fuse);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    for qid in 0..queues {
+        let (fs, fuse, stats, ready) = (fs.clone(), fuse.clone(), stats.clone(), ready_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("fuse-ring-{qid}"))
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let queue = Queue::new(qid, &fuse);
+                let queue = match queue {
+                    Ok(q) => {
+                        let _ = ready.send(Ok(()));
+                        q
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                drop(ready);
+                if let Err(e) = queue.serve(&fs, &stats) {
+                    tracing::warn!(qid, error = %e, "FUSE io_uring queue stopped");
+                }
+            })
+            .map_err(|source| UringError::Setup { qid, source })?;
+    }
+    drop(ready_tx);
+    for _ in 0..queues {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(UringError::Setup {
+                    qid: 0,
+                    source: io::Error::other("a queue thread ended"),
+                })
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// `struct fuse_uring_req_header`: the request's fuse_in_header (and, on the way back, the
+/// fuse_out_header), the operation's fixed argument, and the entry's bookkeeping.
+#[repr(C, align(8))]
+struct Header {
+    in_out: [u8; 128],
+    op_in: [u8; 128],
+    /// `struct fuse_uring_ent_in_out`: flags, commit_id, payload_sz, padding, reserved.
+    flags: u64,
+    commit_id: u64,
+    payload_sz: u32,
+    padding: u32,
+    reserved: u64,
+}
+
+struct Entry {
+    header: Box<Header>,
+    payload: Box<[u8]>,
+    /// The two buffers as the kernel reads them at registration.
+    iov: Box<[libc::iovec; 2]>,
+}
+
+struct Queue {
+    qid: usize,
+    fuse: i32,
+    ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    entries: Vec<Entry>,
+}
+
+// The raw pointers in `iov` point into the entry's own boxes, which move with it.
+unsafe impl Send for Entry {}
+
+impl Queue {
+    fn new(qid: usize, fuse: &Arc<OwnedFd>) -> Result<Queue, UringError> {
+        pin_to_cpu(qid);
+        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
+            .build((DEPTH * 2) as u32)
+            .map_err(|source| UringError::Setup { qid, source })?;
+        // The kernel takes no buffer smaller than the largest request it may send.
+        let payload_size = (MAX_TRANSFER as usize).max(8192);
+        let mut entries: Vec<Entry> = (0..DEPTH)
+            .map(|_| Entry {
+                header: Box::new(Header {
+                    in_out: [0; 128],
+                    op_in: [0; 128],
+                    flags: 0,
+                    commit_id: 0,
+                    payload_sz: 0,
+                    padding: 0,
+                    reserved: 0,
+                }),
+                payload: vec![0u8; payload_size].into_boxed_slice(),
+                iov: Box::new(
+                    [libc::iovec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0,
+                    }; 2],
+                ),
+            })
+            .collect();
+        for e in &mut entries {
+            e.iov[0] = libc::iovec {
+                iov_base: (&mut *e.header as *mut Header).cast(),
+                iov_len: std::mem::size_of::<Header>(),
+            };
+            e.iov[1] = libc::iovec {
+                iov_base: e.payload.as_mut_ptr().cast(),
+                iov_len: e.payload.len(),
+            };
+        }
+        let mut queue = Queue {
+            qid,
+            fuse: fuse.as_raw_fd(),
+            ring,
+            entries,
+        };
+        for i in 0..DEPTH {
+            let sqe = queue.command(i, CMD_REGISTER, 0);
+            queue.push(sqe);
+        }
+        queue
+            .ring
+            .submit()
+            .map_err(|source| UringError::Register { qid, source })?;
+        // A refused registration completes at once; an accepted one only when a request comes.
+        if let Some(cqe) = queue.ring.completion().next() {
+            if cqe.result() < 0 {
+                return Err(UringError::Register {
+                    qid,
+                    source: io::Error::from_raw_os_error(-cqe.result()),
+                });
+            }
+        }
+        Ok(queue)
+    }
+
+    /// A FUSE ring command for entry `i`: REGISTER hands the kernel its two buffers,
+    /// COMMIT_AND_FETCH returns an answered request and waits for the next one.
+    fn command(&mut self, i: usize, cmd_op: u32, commit_id: u64) -> squeue::Entry128 {
+        // `struct fuse_uring_cmd_req`: flags, commit_id, qid.
+        let mut cmd = [0u8; 80];
+        cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
+        cmd[16..18].copy_from_slice(&(self.qid as u16).to_ne_bytes());
+        let mut op = opcode::UringCmd80::new(types::Fd(self.fuse), cmd_op).cmd(cmd);
+        if cmd_op == CMD_REGISTER {
+            op = op.addr(Some(self.entries[i].iov.as_ptr() as u64));
+        }
+        let sqe = op.build().user_data(i as u64);
+        if cmd_op != CMD_REGISTER {
+            return sqe;
+        }
+        // REGISTER also needs sqe->len = 2 (the iovec count), which the builder has no field
+        // for: set it in the entry's bytes (struct io_uring_sqe: len is the u32 at offset 24).
+        const _: () = assert!(std::mem::size_of::<squeue::Entry128>() == 128);
+        let mut bytes: [u8; 128] = unsafe { std::mem::transmute(sqe) };
+        bytes[24..28].copy_from_slice(&2u32.to_ne_bytes());
+        unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(bytes) }
+    }
+
+    fn push(&mut self, sqe: squeue::Entry128) {
+        // Never full: each entry has at most one command in flight, and the ring has room for
+        // twice as many.
+        let _ = unsafe { self.ring.submission().push(&sqe) };
+    }
+
+    fn serve(mut self, fs: &LodgeFs, stats: &UringStats) -> io::Result<()> {
+        let mut done: Vec<(usize, i32)> = Vec::with_capacity(DEPTH);
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+            done.clear();
+            done.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data() as usize, c.result())),
+            );
+            for &(i, res) in &done {
+                if i >= self.entries.len() {
+                    continue;
+                }
+                if res == -libc::EAGAIN || res == -libc::EINTR {
+                    let sqe = self.command(i, CMD_REGISTER, 0);
+                    self.push(sqe);
+                    continue;
+                }
+                if res < 0 {
+                    // ENOTCONN / ENODEV: the filesystem was unmounted or aborted.
+                    return match -res {
+                        libc::ENOTCONN | libc::ENODEV | libc::ECANCELED => Ok(()),
+                        errno => Err(io::Error::from_raw_os_error(errno)),
+                    };
+                }
+                let entry = &mut self.entries[i];
+                answer(fs, entry);
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                let commit_id = entry.header.commit_id;
+                let sqe = self.command(i, CMD_COMMIT_AND_FETCH, commit_id);
+                self.push(sqe);
+            }
+        }
+    }
+}
+
+fn pin_to_cpu(cpu: usize) {
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, size, &mut allowed) != 0
+            || cpu >= libc::CPU_SETSIZE as usize
+            || !libc::CPU_ISSET(cpu, &allowed)
+        {
+            // A CPU lodge-fs may not run on: its queue's thread runs wherever it is allowed.
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size, &set);
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(b[at..at + 4].try_into().unwrap_or_default())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_ne_bytes(b[at..at + 8].try_into().unwrap_or_default())
+}
+
+/// Writes little pieces of a reply into the payload buffer.
+struct Out<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl Out<'_> {
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.bytes(&v.to_ne_bytes())
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.bytes(&v.to_ne_bytes())
+    }
+    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+        self
+    }
+    fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    /// `struct fuse_attr` (88 bytes).
+    fn attr(&mut self, a: &Attr) -> &mut Self {
+        self.u64(a.ino).u64(a.size()).u64(0); // blocks
+        self.u64(0).u64(0).u64(0); // atime, mtime, ctime
+        self.u32(0).u32(0).u32(0); // their nanoseconds
+        self.u32(a.mode()).u32(a.nlink()).u32(a.uid).u32(a.gid);
+        self.u32(0).u32(4096).u32(0) // rdev, blksize, flags
+    }
+
+    /// `struct fuse_entry_out` (128 bytes).
+    fn entry(&mut self, a: &Attr) -> &mut Self {
+        self.u64(a.ino).u64(0); // nodeid, generation
+        self.u64(TTL.as_secs()).u64(TTL.as_secs()).u32(0).u32(0);
+        self.attr(a)
+    }
+
+    /// `struct fuse_attr_out` (104 bytes).
+    fn attr_out(&mut self, a: &Attr) -> &mut Self {
+        self.u64(TTL.as_secs()).u32(0).u32(0).attr(a)
+    }
+
+    /// `struct fuse_open_out` (16 bytes).
+    fn open_out(&mut self, fh: u64, flags: u32) -> &mut Self {
+        self.u64(fh).u32(flags).u32(0)
+    }
+}
+
+/// Answers the request in `entry` in place: the fuse_out_header over the in header, the reply's
+/// arguments in the payload.
+fn answer(fs: &LodgeFs, entry: &mut Entry) {
+    let h = &mut *entry.header;
+    let opcode = u32_at(&h.in_out, 4);
+    let unique = u64_at(&h.in_out, 8);
+    let nodeid = u64_at(&h.in_out, 16);
+    let op_in = h.op_in;
+    let in_len = (h.payload_sz as usize).min(entry.payload.len());
+    let mut out = Out {
+        buf: &mut entry.payload,
+        len: 0,
+    };
+    let result = dispatch(fs, opcode, nodeid, &op_in, in_len, &mut out);
+    let (error, len) = match result {
+        Ok(()) => (0, out.len),
+        Err(e) => (-e.code(), 0),
+    };
+    h.in_out[..16].fill(0);
+    h.in_out[0..4].copy_from_slice(&((16 + len) as u32).to_ne_bytes());
+    h.in_out[4..8].copy_from_slice(&error.to_ne_bytes());
+    h.in_out[8..16].copy_from_slice(&unique.to_ne_bytes());
+    h.payload_sz = len as u32;
+}
+
+/// One request: `op_in` holds the operation's fixed argument, `out.buf[..in_len]` the rest
+/// (a name, written data), which the reply then overwrites.
+fn dispatch(
+    fs: &LodgeFs,
+    opcode: u32,
+    nodeid: u64,
+    op_in: &[u8; 128],
+    in_len: usize,
+    out: &mut Out,
+) -> Result<(), Errno> {
+    match opcode {
+        OP_LOOKUP => {
+            let arg = &out.buf[..in_len];
+            let name = arg.split(|&b| b == 0).next().unwrap_or_default();
+            let attr = fs.lookup(nodeid, name)?;
+            out.entry(&attr);
+        }
+        OP_GETATTR => {
+            let attr = fs.getattr(nodeid)?;
+            out.attr_out(&attr);
+        }
+        OP_SETATTR => {
+            let valid = u32_at(op_in, 0);
+            let attr = fs.setattr(nodeid, valid & FATTR_OWNER != 0)?;
+            out.attr_out(&attr);
+        }
+        OP_OPEN => {
+            let flags = u32_at(op_in, 0) as i32;
+            let fh = fs.open(nodeid, flags)?;
+            out.open_out(fh, FOPEN_DIRECT_IO);
+        }
+        OP_READ => {
+            let (fh, offset, size) = (u64_at(op_in, 0), u64_at(op_in, 8), u32_at(op_in, 16));
+            let size = size.min(out.room() as u32);
+            let (content, range) = fs.read(nodeid, fh, offset, size)?;
+            out.bytes(&content[range]);
+        }
+        OP_WRITE => {
+            let size = (u32_at(op_in, 16) as usize).min(in_len);
+            let written = fs.write(nodeid, &out.buf[..size])?;
+            out.u32(written).u32(0);
+        }
+        OP_STATFS => {
+            // struct fuse_kstatfs: no blocks or inodes to speak of.
+            out.u64(0).u64(0).u64(0).u64(0).u64(0);
+            out.u32(512).u32(255).u32(0).u32(0);
+            out.bytes(&[0u8; 24]);
+        }
+        OP_RELEASE => fs.release(u64_at(op_in, 0)),
+        OP_OPENDIR => {
+            out.open_out(0, 0);
+        }
+        OP_RELEASEDIR => {}
+        OP_READDIR => {
+            let (offset, size) = (u64_at(op_in, 8), u32_at(op_in, 16) as usize);
+            let limit = size.min(out.buf.len());
+            let entries = fs.readdir(nodeid)?;
+            for (i, (ino, dir, name)) in entries.iter().enumerate().skip(offset as usize) {
+                // struct fuse_dirent, padded to 8 bytes.
+                let record = (24 + name.len()).next_multiple_of(8);
+                if out.len + record > limit {
+                    break;
+                }
+                let kind = if *dir { libc::DT_DIR } else { libc::DT_REG };
+                let end = out.len + record;
+                out.u64(*ino).u64((i + 1) as u64);
+                out.u32(name.len() as u32).u32(u32::from(kind));
+                out.bytes(name.as_bytes());
+                out.buf[out.len..end].fill(0);
+                out.len = end;
+            }
+        }
+        // FLUSH, xattrs, POLL, STATX and the rest: not implemented, as over /dev/fuse (the
+        // kernel remembers and stops asking for most of them).
+        _ => return Err(Errno::ENOSYS),
+    }
+    Ok(())
+}
