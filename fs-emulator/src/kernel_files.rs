@@ -69,7 +69,8 @@ fn read_from_start(f: &File) -> std::io::Result<String> {
         // procfs, sysfs and cgroupfs fill a read as far as the file goes: a short read is the
         // end (one syscall per file instead of two).
         if n < buf.len() {
-            return Ok(String::from_utf8_lossy(&out).into_owned());
+            return Ok(String::from_utf8(out)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()));
         }
     }
 }

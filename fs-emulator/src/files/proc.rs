@@ -196,24 +196,23 @@ fn stat(c: &Container) -> String {
     let cpus = c.cgroup.cpus();
     let text = host("/proc/stat");
     let mut per_cpu: Vec<Vec<u64>> = vec![];
-    let mut rest = String::new();
-    for line in text.lines() {
-        if let Some(tail) = line.strip_prefix("cpu") {
-            let mut f = tail.split_whitespace();
-            let Some(first) = f.next() else { continue };
-            if tail.starts_with(' ') {
-                continue;
+    // The cpu lines come first; everything after them (intr, ctxt, btime, processes, …) is
+    // the host's, copied whole.
+    let mut remaining = text.as_str();
+    while let Some(tail) = remaining.strip_prefix("cpu") {
+        let (line, after) = tail.split_once('\n').unwrap_or((tail, ""));
+        remaining = after;
+        let mut f = line.split_whitespace();
+        if line.starts_with(' ') {
+            continue;
+        }
+        if let Some(Ok(n)) = f.next().map(str::parse::<u32>) {
+            if cpus.contains(&n) {
+                per_cpu.push(f.filter_map(|x| x.parse().ok()).collect());
             }
-            if let Ok(n) = first.parse::<u32>() {
-                if cpus.contains(&n) {
-                    per_cpu.push(f.filter_map(|x| x.parse().ok()).collect());
-                }
-            }
-        } else {
-            rest.push_str(line);
-            rest.push('\n');
         }
     }
+    let rest = remaining;
     let width = per_cpu.iter().map(Vec::len).max().unwrap_or(0);
     let mut sum = vec![0u64; width];
     for row in &per_cpu {
@@ -221,12 +220,23 @@ fn stat(c: &Container) -> String {
             sum[i] += v;
         }
     }
-    let join = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
-    let mut out = format!("cpu  {}\n", join(&sum));
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    let mut line = |label: &str, values: &[u64]| {
+        out.push_str(label);
+        for v in values {
+            let _ = write!(out, " {v}");
+        }
+        out.push('\n');
+    };
+    line("cpu ", &sum);
     for (i, row) in per_cpu.iter().enumerate() {
-        out.push_str(&format!("cpu{i} {}\n", join(row)));
+        line(&format!("cpu{i}"), row);
     }
-    out.push_str(&rest);
+    out.push_str(rest);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
     out
 }
 
