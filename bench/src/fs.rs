@@ -143,6 +143,9 @@ pub fn fs_bench(lodge_fs: &Path) {
     wait_until("lodge-fs", || socket.exists());
     std::thread::sleep(Duration::from_millis(200));
     let idle = rss_kib(lodge.child.id());
+    if let Ok(Response::Status { transport, .. }) = lodge_ipc::call(&socket, &Request::Status) {
+        println!("lodge-fs serves FUSE over {transport}");
+    }
     let paths = own_cgroup_paths();
     register(&socket, "bench", &paths);
     let lxcfs = Command::new("lxcfs")

@@ -83,56 +83,74 @@ pub struct UringStats {
     pub requests: AtomicU64,
 }
 
-/// The number of queues the kernel made: one per possible CPU (`nr_cpu_ids`).
-fn possible_cpus() -> usize {
-    std::fs::read_to_string("/sys/devices/system/cpu/possible")
-        .ok()
-        .and_then(|s| {
-            s.trim()
-                .split(',')
-                .filter_map(|r| r.rsplit('-').next()?.parse::<usize>().ok())
-                .max()
-        })
-        .map_or(1, |max| max + 1)
+/// A kernel CPU list ("0-3,8").
+fn cpu_list(path: &str) -> Vec<usize> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut cpus = vec![];
+    for range in text.trim().split(',').filter(|r| !r.is_empty()) {
+        let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+        if let (Ok(lo), Ok(hi)) = (lo.parse::<usize>(), hi.parse::<usize>()) {
+            cpus.extend(lo..=hi);
+        }
+    }
+    cpus
+}
+
+/// The queues to serve, one group per thread: each online CPU's queue on its own thread, and
+/// the queues of CPUs that are possible but offline together on one more (the kernel makes a
+/// queue for every possible CPU and starts using the ring only once each has an entry).
+fn queue_groups() -> Vec<(String, Vec<usize>)> {
+    // Queue ids count possible CPUs (num_possible_cpus()).
+    let possible = cpu_list("/sys/devices/system/cpu/possible").len().max(1);
+    let online = cpu_list("/sys/devices/system/cpu/online");
+    let mut groups: Vec<(String, Vec<usize>)> = online
+        .iter()
+        .filter(|&&c| c < possible)
+        .map(|&c| (c.to_string(), vec![c]))
+        .collect();
+    let rest: Vec<usize> = (0..possible).filter(|c| !online.contains(c)).collect();
+    if !rest.is_empty() {
+        groups.push(("offline".into(), rest));
+    }
+    groups
 }
 
 /// Starts one thread per queue and registers every queue's entries. Returns once the kernel
 /// has taken them all (from then on every request but FORGET and INTERRUPT comes this way), or
 /// with the first error (requests then keep coming over `/dev/fuse`).
 pub fn start(fs: Arc<LodgeFs>, fuse: OwnedFd) -> Result<Arc<UringStats>, UringError> {
-    let queues = possible_cpus();
+    let groups = queue_groups();
     let stats = Arc::new(UringStats {
-        queues,
+        queues: groups.iter().map(|(_, q)| q.len()).sum(),
         requests: AtomicU64::new(0),
     });
     let fuse = Arc::new(fuse);
     let (ready_tx, ready_rx) = mpsc::channel();
-    for qid in 0..queues {
+    for (name, qids) in &groups {
         let (fs, fuse, stats, ready) = (fs.clone(), fuse.clone(), stats.clone(), ready_tx.clone());
+        let qids = qids.clone();
+        let first = qids[0];
         std::thread::Builder::new()
-            .name(format!("fuse-ring-{qid}"))
+            .name(format!("fuse-ring-{name}"))
             .stack_size(256 * 1024)
             .spawn(move || {
-                let queue = Queue::new(qid, &fuse);
-                let queue = match queue {
-                    Ok(q) => {
-                        let _ = ready.send(Ok(()));
-                        q
-                    }
+                let queue = match Ring::new(&qids, &fuse) {
+                    Ok(q) => q,
                     Err(e) => {
                         let _ = ready.send(Err(e));
                         return;
                     }
                 };
+                let _ = ready.send(Ok(()));
                 drop(ready);
                 if let Err(e) = queue.serve(&fs, &stats) {
-                    tracing::warn!(qid, error = %e, "FUSE io_uring queue stopped");
+                    tracing::warn!(queues = ?qids, error = %e, "FUSE io_uring queue stopped");
                 }
             })
-            .map_err(|source| UringError::Setup { qid, source })?;
+            .map_err(|source| UringError::Setup { qid: first, source })?;
     }
     drop(ready_tx);
-    for _ in 0..queues {
+    for _ in 0..groups.len() {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
@@ -162,32 +180,50 @@ struct Header {
 }
 
 struct Entry {
+    qid: u16,
+    /// The command in flight for this entry.
+    last_cmd: u32,
     header: Box<Header>,
     payload: Box<[u8]>,
     /// The two buffers as the kernel reads them at registration.
     iov: Box<[libc::iovec; 2]>,
 }
 
-struct Queue {
-    qid: usize,
+/// One thread's io_uring and the FUSE ring entries it keeps registered.
+struct Ring {
     fuse: i32,
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
     entries: Vec<Entry>,
+    /// Completions (entry, result) not handled yet.
+    pending: Vec<(usize, i32)>,
 }
 
 // The raw pointers in `iov` point into the entry's own boxes, which move with it.
 unsafe impl Send for Entry {}
 
-impl Queue {
-    fn new(qid: usize, fuse: &Arc<OwnedFd>) -> Result<Queue, UringError> {
-        pin_to_cpu(qid);
+impl Ring {
+    /// Registers entries for `qids`: `DEPTH` for a CPU's own queue (the thread is pinned to
+    /// it), one each for the queues of offline CPUs.
+    fn new(qids: &[usize], fuse: &Arc<OwnedFd>) -> Result<Ring, UringError> {
+        let qid = qids[0];
+        let depth = if qids.len() == 1 {
+            pin_to_cpu(qid);
+            DEPTH
+        } else {
+            1
+        };
+        let total = depth * qids.len();
         let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
-            .build((DEPTH * 2) as u32)
+            .build((total * 2).next_power_of_two() as u32)
             .map_err(|source| UringError::Setup { qid, source })?;
         // The kernel takes no buffer smaller than the largest request it may send.
         let payload_size = (MAX_TRANSFER as usize).max(8192);
-        let mut entries: Vec<Entry> = (0..DEPTH)
-            .map(|_| Entry {
+        let mut entries: Vec<Entry> = qids
+            .iter()
+            .flat_map(|&q| std::iter::repeat_n(q as u16, depth))
+            .map(|qid| Entry {
+                qid,
+                last_cmd: CMD_REGISTER,
                 header: Box::new(Header {
                     in_out: [0; 128],
                     op_in: [0; 128],
@@ -216,13 +252,13 @@ impl Queue {
                 iov_len: e.payload.len(),
             };
         }
-        let mut queue = Queue {
-            qid,
+        let mut queue = Ring {
             fuse: fuse.as_raw_fd(),
             ring,
             entries,
+            pending: vec![],
         };
-        for i in 0..DEPTH {
+        for i in 0..total {
             let sqe = queue.command(i, CMD_REGISTER, 0);
             queue.push(sqe);
         }
@@ -230,25 +266,31 @@ impl Queue {
             .ring
             .submit()
             .map_err(|source| UringError::Register { qid, source })?;
-        // A refused registration completes at once; an accepted one only when a request comes.
-        if let Some(cqe) = queue.ring.completion().next() {
-            if cqe.result() < 0 {
-                return Err(UringError::Register {
-                    qid,
-                    source: io::Error::from_raw_os_error(-cqe.result()),
-                });
-            }
+        // A refused registration completes at once; an accepted one only when a request comes
+        // (which may already have happened: those are answered first thing in `serve`).
+        let early: Vec<(usize, i32)> = queue
+            .ring
+            .completion()
+            .map(|c| (c.user_data() as usize, c.result()))
+            .collect();
+        if let Some(&(i, res)) = early.iter().find(|(_, res)| *res < 0) {
+            return Err(UringError::Register {
+                qid: queue.entries.get(i).map_or(qid, |e| e.qid as usize),
+                source: io::Error::from_raw_os_error(-res),
+            });
         }
+        queue.pending = early;
         Ok(queue)
     }
 
     /// A FUSE ring command for entry `i`: REGISTER hands the kernel its two buffers,
     /// COMMIT_AND_FETCH returns an answered request and waits for the next one.
     fn command(&mut self, i: usize, cmd_op: u32, commit_id: u64) -> squeue::Entry128 {
+        self.entries[i].last_cmd = cmd_op;
         // `struct fuse_uring_cmd_req`: flags, commit_id, qid.
         let mut cmd = [0u8; 80];
         cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
-        cmd[16..18].copy_from_slice(&(self.qid as u16).to_ne_bytes());
+        cmd[16..18].copy_from_slice(&self.entries[i].qid.to_ne_bytes());
         let mut op = opcode::UringCmd80::new(types::Fd(self.fuse), cmd_op).cmd(cmd);
         if cmd_op == CMD_REGISTER {
             op = op.addr(Some(self.entries[i].iov.as_ptr() as u64));
@@ -272,43 +314,80 @@ impl Queue {
     }
 
     fn serve(mut self, fs: &LodgeFs, stats: &UringStats) -> io::Result<()> {
-        let mut done: Vec<(usize, i32)> = Vec::with_capacity(DEPTH);
         loop {
+            let mut done = std::mem::take(&mut self.pending);
+            for (i, res) in done.drain(..) {
+                if !self.complete(i, res, fs, stats)? {
+                    return Ok(());
+                }
+            }
+            self.pending = done;
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) => return Err(e),
             }
-            done.clear();
-            done.extend(
-                self.ring
-                    .completion()
+            let ring = &mut self.ring;
+            self.pending.extend(
+                ring.completion()
                     .map(|c| (c.user_data() as usize, c.result())),
             );
-            for &(i, res) in &done {
-                if i >= self.entries.len() {
-                    continue;
-                }
-                if res == -libc::EAGAIN || res == -libc::EINTR {
-                    let sqe = self.command(i, CMD_REGISTER, 0);
-                    self.push(sqe);
-                    continue;
-                }
-                if res < 0 {
-                    // ENOTCONN / ENODEV: the filesystem was unmounted or aborted.
-                    return match -res {
-                        libc::ENOTCONN | libc::ENODEV | libc::ECANCELED => Ok(()),
-                        errno => Err(io::Error::from_raw_os_error(errno)),
-                    };
-                }
-                let entry = &mut self.entries[i];
-                answer(fs, entry);
-                stats.requests.fetch_add(1, Ordering::Relaxed);
-                let commit_id = entry.header.commit_id;
-                let sqe = self.command(i, CMD_COMMIT_AND_FETCH, commit_id);
-                self.push(sqe);
-            }
         }
+    }
+
+    /// Handles one completion: answers the request the kernel put in entry `i` and hands the
+    /// entry back. False once the filesystem is gone.
+    fn complete(
+        &mut self,
+        i: usize,
+        res: i32,
+        fs: &LodgeFs,
+        stats: &UringStats,
+    ) -> io::Result<bool> {
+        if i >= self.entries.len() {
+            return Ok(true);
+        }
+        if res == -libc::EAGAIN || res == -libc::EINTR {
+            let sqe = self.command(i, CMD_REGISTER, 0);
+            self.push(sqe);
+            return Ok(true);
+        }
+        if res < 0 {
+            let errno = -res;
+            if matches!(
+                errno,
+                libc::ENOTCONN | libc::ENODEV | libc::ECANCELED | libc::ECONNABORTED
+            ) {
+                // The filesystem was unmounted or aborted.
+                return Ok(false);
+            }
+            let qid = self.entries[i].qid;
+            if self.entries[i].last_cmd == CMD_COMMIT_AND_FETCH {
+                // The kernel did not take the answer (it drops the entry then): hand it the
+                // buffers again, so the queue keeps its depth.
+                tracing::warn!(
+                    qid,
+                    errno,
+                    "FUSE io_uring commit refused; registering the entry again"
+                );
+                let sqe = self.command(i, CMD_REGISTER, 0);
+                self.push(sqe);
+            } else {
+                tracing::warn!(
+                    qid,
+                    errno,
+                    "FUSE io_uring entry refused; the queue goes on without it"
+                );
+            }
+            return Ok(true);
+        }
+        let entry = &mut self.entries[i];
+        answer(fs, entry);
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        let commit_id = entry.header.commit_id;
+        let sqe = self.command(i, CMD_COMMIT_AND_FETCH, commit_id);
+        self.push(sqe);
+        Ok(true)
     }
 }
 

@@ -112,8 +112,12 @@ pub fn spawn(args: &ExecArgs, cgroup: &Cgroup) -> Result<i32, ProcessError> {
         let _ =
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), nix::sys::signal::SIGKILL);
     }
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
-    result
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+    match result {
+        // Say how the helper ended: it reports its own failures, so this is a signal or a bug.
+        Err(ProcessError::InitDied) => Err(ProcessError::ExecHelperDied(format!("{status:?}"))),
+        other => other,
+    }
 }
 
 enum Never {}
@@ -132,14 +136,7 @@ fn enter(args: &ExecArgs, self_join: &[std::path::PathBuf], chan: &Channel) -> R
         in_userns |= *flag == CloneFlags::CLONE_NEWUSER;
     }
     // The pid and time namespaces apply to children: the process proper is forked now.
-    match ctx("fork into the container", sys::fork_with_flags(0))? {
-        Forked::Parent(pid) => {
-            let _ = chan.send(&Message::InitPid { pid });
-            // SAFETY: the intermediate process is done.
-            unsafe { libc::_exit(0) }
-        }
-        Forked::Child => {}
-    }
+    ctx("fork into the container", super::fork_reporting_pid(chan))?;
     // From here on the runtime reads only the error pipe.
     match finish(args, in_userns, chan) {
         Ok(never) => match never {},

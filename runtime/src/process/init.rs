@@ -16,7 +16,7 @@ use super::caps::CapSets;
 use super::channel::{Channel, Message};
 use super::InitArgs;
 use crate::rootfs::{self, RootfsContext};
-use crate::sys::{self, Forked};
+use crate::sys;
 
 /// A failure inside init: a message and the errno behind it (0 if none).
 pub(super) struct Fail(pub(super) String, pub(super) i32);
@@ -78,14 +78,10 @@ fn setup(args: &InitArgs, chan: &Channel) -> Result<Never, Fail> {
         write_time_offsets(args.spec)?;
     }
     if plan.need_fork {
-        match ctx("fork into the pid namespace", sys::fork_with_flags(0))? {
-            Forked::Parent(pid) => {
-                let _ = chan.send(&Message::InitPid { pid });
-                // SAFETY: the intermediate process is done.
-                unsafe { libc::_exit(0) }
-            }
-            Forked::Child => {}
-        }
+        ctx(
+            "fork into the pid namespace",
+            super::fork_reporting_pid(chan),
+        )?;
     }
     // Still host root (its uid is unchanged until setresuid below): joining its v1 cgroups
     // needs no privilege over them.

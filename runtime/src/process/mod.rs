@@ -43,6 +43,8 @@ pub enum ProcessError {
     Init { msg: String, errno: i32 },
     #[error("container init exited before it was ready")]
     InitDied,
+    #[error("the process's setup helper ended before the process was ready ({0})")]
+    ExecHelperDied(String),
     #[error("container init was killed by {0} before it was ready (SIGKILL: is the memory limit too low?)")]
     InitKilled(&'static str),
     #[error("{0}")]
@@ -51,6 +53,30 @@ pub enum ProcessError {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("writing oom_score_adj: {0}")]
     OomScoreAdj(std::io::Error),
+}
+
+/// Forks the process proper from the intermediate process, which reports the new pid on `chan`
+/// and exits; returns in the child only. The child waits for the intermediate to be gone before
+/// going on, so the pid is always the first thing the runtime reads from the channel (the
+/// child's own messages, such as its seccomp listener fd, used to overtake it now and then).
+pub(crate) fn fork_reporting_pid(chan: &Channel) -> std::io::Result<()> {
+    let (wait_end, hold_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    match sys::fork_with_flags(0)? {
+        Forked::Parent(pid) => {
+            let _ = chan.send(&Message::InitPid { pid });
+            // SAFETY: the intermediate process is done; its end of the pipe closes with it.
+            unsafe { libc::_exit(0) }
+        }
+        Forked::Child => {
+            drop(hold_end);
+            let mut byte = [0u8; 1];
+            // EOF once the intermediate has exited.
+            while let Err(nix::errno::Errno::EINTR) =
+                nix::unistd::read(wait_end.as_raw_fd(), &mut byte)
+            {}
+            Ok(())
+        }
+    }
 }
 
 /// Which namespaces to create, join or skip, decided before any process is made.
