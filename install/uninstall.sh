@@ -46,7 +46,13 @@ for name in mgr fs; do
     fi
     rm -f "$run_dir/$name.pid" "$run_dir/$name.supervisor.pid"
 done
-# lodge-fs unmounts its FUSE tree when it stops; a killed one leaves a dead mount.
+# lodge-fs stopped by a signal leaves registered containers' files mounted, held by its keeper,
+# for the next lodge-fs: let go of them for good.
+if [ -x "$prefix/bin/lodge-fs" ]; then
+    "$prefix/bin/lodge-fs" --socket "$run_dir/fs.sock" --mountpoint "$fs_mount" stop >/dev/null 2>&1 || true
+fi
+pkill -f "lodge-fs keeper --keeper-socket $run_dir/fs-keeper.sock" 2>/dev/null || true
+rm -f "$run_dir/fs-state.json" "$run_dir/fs-keeper.sock"
 umount -l "$fs_mount" 2>/dev/null || true
 rmdir "$fs_mount" 2>/dev/null || true
 

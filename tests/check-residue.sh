@@ -17,5 +17,8 @@ fi
 if [ -d "$work/bundles" ] && [ -n "$(ls -A "$work/bundles")" ]; then
     echo "residue: bundles left in $work/bundles: $(ls "$work/bundles" | head)"; bad=1
 fi
+if pgrep -f "lodge-fs keeper --keeper-socket $work" >/dev/null; then
+    echo "residue: lodge-fs keepers left:"; pgrep -af "lodge-fs keeper --keeper-socket $work" | sed 's/^/  /'; bad=1
+fi
 if [ $bad = 0 ]; then echo "no residue"; fi
 exit $bad

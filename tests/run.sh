@@ -34,7 +34,9 @@ if ! [ -S /run/lodge/fs.sock ] || ! "$LODGE_FS" status >/dev/null 2>&1; then
     mkdir -p /var/tmp/lodge-tests
     "$LODGE_FS" >"$fs_log" 2>&1 &
     fs_pid=$!
-    trap 'kill $fs_pid 2>/dev/null; wait $fs_pid 2>/dev/null; kill ${mgr_pid:-} 2>/dev/null; wait ${mgr_pid:-} 2>/dev/null; rm -rf /var/tmp/lodge-tests/mgr' EXIT
+    # `stop`: for good, even if a test left a container registered (SIGTERM would keep its
+    # files mounted for a next lodge-fs).
+    trap '"$LODGE_FS" stop >/dev/null 2>&1 || kill $fs_pid 2>/dev/null; wait $fs_pid 2>/dev/null; kill ${mgr_pid:-} 2>/dev/null; wait ${mgr_pid:-} 2>/dev/null; rm -rf /var/tmp/lodge-tests/mgr' EXIT
     for _ in $(seq 100); do "$LODGE_FS" status >/dev/null 2>&1 && break; sleep 0.1; done
     "$LODGE_FS" status
 fi

@@ -14,10 +14,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
-use fuser::Errno;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use crate::fusefs::{Attr, LodgeFs, MAX_TRANSFER, TTL};
+use crate::fuse_wire;
+use crate::fusefs::{LodgeFs, MAX_TRANSFER};
 
 /// Ring entries per queue: a queue's thread answers them one after another, so more only
 /// helps when several requests arrive on one CPU at once.
@@ -26,23 +26,6 @@ const DEPTH: usize = 4;
 /// `enum fuse_uring_cmd` (uapi fuse.h).
 const CMD_REGISTER: u32 = 1;
 const CMD_COMMIT_AND_FETCH: u32 = 2;
-
-const OP_LOOKUP: u32 = 1;
-const OP_GETATTR: u32 = 3;
-const OP_SETATTR: u32 = 4;
-const OP_OPEN: u32 = 14;
-const OP_READ: u32 = 15;
-const OP_WRITE: u32 = 16;
-const OP_STATFS: u32 = 17;
-const OP_RELEASE: u32 = 18;
-const OP_OPENDIR: u32 = 27;
-const OP_READDIR: u32 = 28;
-const OP_RELEASEDIR: u32 = 29;
-
-/// `FATTR_UID | FATTR_GID` of fuse_setattr_in.valid.
-const FATTR_OWNER: u32 = (1 << 1) | (1 << 2);
-/// fuse_open_out.open_flags: reads bypass the page cache (the size is not known).
-const FOPEN_DIRECT_IO: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UringError {
@@ -382,7 +365,11 @@ impl Ring {
             return Ok(true);
         }
         let entry = &mut self.entries[i];
-        answer(fs, entry);
+        let h = &mut *entry.header;
+        let in_len = (h.payload_sz as usize).min(entry.payload.len());
+        let reply = fuse_wire::answer(fs, &h.in_out[..40], &h.op_in, &mut entry.payload, in_len);
+        reply.write_header(&mut h.in_out[..16]);
+        h.payload_sz = reply.len as u32;
         stats.requests.fetch_add(1, Ordering::Relaxed);
         let commit_id = entry.header.commit_id;
         let sqe = self.command(i, CMD_COMMIT_AND_FETCH, commit_id);
@@ -408,163 +395,15 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes(b[at..at + 4].try_into().unwrap_or_default())
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes(b[at..at + 8].try_into().unwrap_or_default())
-}
-
-/// Writes little pieces of a reply into the payload buffer.
-struct Out<'a> {
-    buf: &'a mut [u8],
-    len: usize,
-}
-
-impl Out<'_> {
-    fn u32(&mut self, v: u32) -> &mut Self {
-        self.bytes(&v.to_ne_bytes())
+/// Makes a request from every online CPU (a lookup of a name that is never there). A queue
+/// hands requests that arrived while it had no entries to an entry only once one of its
+/// entries is answered; after a takeover (`restart.rs`) this starts every queue going.
+pub fn nudge_queues(mountpoint: &std::path::Path) {
+    for cpu in cpu_list("/sys/devices/system/cpu/online") {
+        let probe = mountpoint.join(".lodge-fs-nudge");
+        std::thread::spawn(move || {
+            pin_to_cpu(cpu);
+            let _ = std::fs::symlink_metadata(probe);
+        });
     }
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.bytes(&v.to_ne_bytes())
-    }
-    fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
-        self
-    }
-    fn room(&self) -> usize {
-        self.buf.len() - self.len
-    }
-
-    /// `struct fuse_attr` (88 bytes).
-    fn attr(&mut self, a: &Attr) -> &mut Self {
-        self.u64(a.ino).u64(a.size()).u64(0); // blocks
-        self.u64(0).u64(0).u64(0); // atime, mtime, ctime
-        self.u32(0).u32(0).u32(0); // their nanoseconds
-        self.u32(a.mode()).u32(a.nlink()).u32(a.uid).u32(a.gid);
-        self.u32(0).u32(4096).u32(0) // rdev, blksize, flags
-    }
-
-    /// `struct fuse_entry_out` (128 bytes).
-    fn entry(&mut self, a: &Attr) -> &mut Self {
-        self.u64(a.ino).u64(0); // nodeid, generation
-        self.u64(TTL.as_secs()).u64(TTL.as_secs()).u32(0).u32(0);
-        self.attr(a)
-    }
-
-    /// `struct fuse_attr_out` (104 bytes).
-    fn attr_out(&mut self, a: &Attr) -> &mut Self {
-        self.u64(TTL.as_secs()).u32(0).u32(0).attr(a)
-    }
-
-    /// `struct fuse_open_out` (16 bytes).
-    fn open_out(&mut self, fh: u64, flags: u32) -> &mut Self {
-        self.u64(fh).u32(flags).u32(0)
-    }
-}
-
-/// Answers the request in `entry` in place: the fuse_out_header over the in header, the reply's
-/// arguments in the payload.
-fn answer(fs: &LodgeFs, entry: &mut Entry) {
-    let h = &mut *entry.header;
-    let opcode = u32_at(&h.in_out, 4);
-    let unique = u64_at(&h.in_out, 8);
-    let nodeid = u64_at(&h.in_out, 16);
-    let op_in = h.op_in;
-    let in_len = (h.payload_sz as usize).min(entry.payload.len());
-    let mut out = Out {
-        buf: &mut entry.payload,
-        len: 0,
-    };
-    let result = dispatch(fs, opcode, nodeid, &op_in, in_len, &mut out);
-    let (error, len) = match result {
-        Ok(()) => (0, out.len),
-        Err(e) => (-e.code(), 0),
-    };
-    h.in_out[..16].fill(0);
-    h.in_out[0..4].copy_from_slice(&((16 + len) as u32).to_ne_bytes());
-    h.in_out[4..8].copy_from_slice(&error.to_ne_bytes());
-    h.in_out[8..16].copy_from_slice(&unique.to_ne_bytes());
-    h.payload_sz = len as u32;
-}
-
-/// One request: `op_in` holds the operation's fixed argument, `out.buf[..in_len]` the rest
-/// (a name, written data), which the reply then overwrites.
-fn dispatch(
-    fs: &LodgeFs,
-    opcode: u32,
-    nodeid: u64,
-    op_in: &[u8; 128],
-    in_len: usize,
-    out: &mut Out,
-) -> Result<(), Errno> {
-    match opcode {
-        OP_LOOKUP => {
-            let arg = &out.buf[..in_len];
-            let name = arg.split(|&b| b == 0).next().unwrap_or_default();
-            let attr = fs.lookup(nodeid, name)?;
-            out.entry(&attr);
-        }
-        OP_GETATTR => {
-            let attr = fs.getattr(nodeid)?;
-            out.attr_out(&attr);
-        }
-        OP_SETATTR => {
-            let valid = u32_at(op_in, 0);
-            let attr = fs.setattr(nodeid, valid & FATTR_OWNER != 0)?;
-            out.attr_out(&attr);
-        }
-        OP_OPEN => {
-            let flags = u32_at(op_in, 0) as i32;
-            let fh = fs.open(nodeid, flags)?;
-            out.open_out(fh, FOPEN_DIRECT_IO);
-        }
-        OP_READ => {
-            let (fh, offset, size) = (u64_at(op_in, 0), u64_at(op_in, 8), u32_at(op_in, 16));
-            let size = size.min(out.room() as u32);
-            let (content, range) = fs.read(nodeid, fh, offset, size)?;
-            out.bytes(&content[range]);
-        }
-        OP_WRITE => {
-            let size = (u32_at(op_in, 16) as usize).min(in_len);
-            let written = fs.write(nodeid, &out.buf[..size])?;
-            out.u32(written).u32(0);
-        }
-        OP_STATFS => {
-            // struct fuse_kstatfs: no blocks or inodes to speak of.
-            out.u64(0).u64(0).u64(0).u64(0).u64(0);
-            out.u32(512).u32(255).u32(0).u32(0);
-            out.bytes(&[0u8; 24]);
-        }
-        OP_RELEASE => fs.release(u64_at(op_in, 0)),
-        OP_OPENDIR => {
-            out.open_out(0, 0);
-        }
-        OP_RELEASEDIR => {}
-        OP_READDIR => {
-            let (offset, size) = (u64_at(op_in, 8), u32_at(op_in, 16) as usize);
-            let limit = size.min(out.buf.len());
-            let entries = fs.readdir(nodeid)?;
-            for (i, (ino, dir, name)) in entries.iter().enumerate().skip(offset as usize) {
-                // struct fuse_dirent, padded to 8 bytes.
-                let record = (24 + name.len()).next_multiple_of(8);
-                if out.len + record > limit {
-                    break;
-                }
-                let kind = if *dir { libc::DT_DIR } else { libc::DT_REG };
-                let end = out.len + record;
-                out.u64(*ino).u64((i + 1) as u64);
-                out.u32(name.len() as u32).u32(u32::from(kind));
-                out.bytes(name.as_bytes());
-                out.buf[out.len..end].fill(0);
-                out.len = end;
-            }
-        }
-        // FLUSH, xattrs, POLL, STATX and the rest: not implemented, as over /dev/fuse (the
-        // kernel remembers and stops asking for most of them).
-        _ => return Err(Errno::ENOSYS),
-    }
-    Ok(())
 }

@@ -115,7 +115,13 @@ impl LodgeFs {
         LodgeFs {
             registry,
             handles: Mutex::default(),
-            next_handle: AtomicU64::new(1),
+            // Handles of files opened before a restart may still be in use: new ones start
+            // far from them (seconds since the epoch, shifted up).
+            next_handle: AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(1, |d| d.as_secs() << 24),
+            ),
         }
     }
 
@@ -215,6 +221,20 @@ impl LodgeFs {
     ) -> Result<(Arc<Vec<u8>>, std::ops::Range<usize>), Errno> {
         let (content, reread) = {
             let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            if !handles.contains_key(&fh) {
+                // Opened before lodge-fs restarted: its snapshot is gone, so this read starts
+                // a new one (as a read at offset 0 would).
+                drop(handles);
+                let content = Arc::new(self.render(ino).ok_or(Errno::EBADF)?);
+                handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+                handles.insert(
+                    fh,
+                    Handle {
+                        content,
+                        fresh: true,
+                    },
+                );
+            }
             let h = handles.get_mut(&fh).ok_or(Errno::EBADF)?;
             // `top` keeps /proc/stat open and rereads it from the start.
             let reread = offset == 0 && !h.fresh;
@@ -255,6 +275,7 @@ impl LodgeFs {
         };
         let text = std::str::from_utf8(data).map_err(|_| Errno::EINVAL)?;
         c.write(file, text).map_err(Errno::from_i32)?;
+        self.registry.changed();
         Ok(data.len() as u32)
     }
 

@@ -7,8 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use fuser::{Config, MountOption, SessionACL};
+use std::os::fd::OwnedFd;
+
 use lodge_fs::fusefs::{FuserFs, LodgeFs};
-use lodge_fs::{fuse_uring, registry::Registry, server};
+use lodge_fs::restart::Continuity;
+use lodge_fs::{dev_fuse, fuse_uring, registry::Registry, server};
 
 /// lodge-fs: each system container's own /proc and /sys files, from its cgroup (FUSE)
 #[derive(Parser)]
@@ -48,6 +51,15 @@ struct Cli {
 enum Command {
     /// Print the daemon's status
     Status,
+    /// Stop the daemon for good: unmount, and let go of every container's files (SIGTERM
+    /// leaves registered containers' files to the next lodge-fs)
+    Stop,
+    /// (internal) hold the FUSE connection and seccomp listeners across restarts
+    #[command(hide = true)]
+    Keeper {
+        #[arg(long)]
+        keeper_socket: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,23 +72,162 @@ fn main() -> anyhow::Result<()> {
         })
         .with_writer(std::io::stderr)
         .init();
-    if let Some(Command::Status) = cli.command {
-        let mut s = std::os::unix::net::UnixStream::connect(&cli.socket)
-            .with_context(|| format!("lodge-fs is not reachable at {}", cli.socket.display()))?;
-        lodge_ipc::write_frame(&mut s, &lodge_ipc::fs::Request::Status)?;
+    let request = match &cli.command {
+        Some(Command::Keeper { keeper_socket }) => {
+            return lodge_fs::keeper::run(keeper_socket).context("keeper");
+        }
+        Some(Command::Status) => Some(lodge_ipc::fs::Request::Status),
+        Some(Command::Stop) => Some(lodge_ipc::fs::Request::Stop),
+        None => None,
+    };
+    if let Some(request) = request {
+        let stopping = matches!(request, lodge_ipc::fs::Request::Stop);
+        let mut s = match std::os::unix::net::UnixStream::connect(&cli.socket) {
+            Ok(s) => s,
+            // No daemon: what a stopped one left for its successor is let go of here.
+            Err(_) if stopping => return stop_leftovers(&cli),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("lodge-fs is not reachable at {}", cli.socket.display())
+                })
+            }
+        };
+        lodge_ipc::write_frame(&mut s, &request)?;
         let resp: lodge_ipc::fs::Response = lodge_ipc::read_frame(&mut s)?;
         println!("{}", serde_json::to_string(&resp_json(resp))?);
         return Ok(());
     }
     // Renders keep the kernel files they read open (kernel_files): a few per container.
     raise_open_files_limit();
-    // SIGTERM and SIGINT are taken with sigwait below, so block them before any thread starts.
+    // SIGTERM, SIGINT and SIGUSR1 (`lodge-fs stop`) are taken with sigwait below, so block
+    // them before any thread starts.
     let signals = block_signals();
     std::fs::create_dir_all(&cli.mountpoint)
         .with_context(|| format!("creating {}", cli.mountpoint.display()))?;
+    let registry = Arc::new(Registry::default());
+    let fs = Arc::new(LodgeFs::new(registry.clone()));
+    let continuity = Continuity::new(&cli.socket, registry.clone());
+    let cpus = allowed_cpus();
+    let (serving, adopted_listeners) = match continuity.adopt(&cli.mountpoint) {
+        Some(adopted) => {
+            tracing::info!(
+                containers = registry.len(),
+                listeners = adopted.listeners.len(),
+                "took over from the previous lodge-fs"
+            );
+            let threads = cli.threads.unwrap_or(cpus.len().clamp(1, 8)).max(1);
+            (
+                resume(&cli, fs.clone(), adopted.fuse, adopted.uring, threads),
+                adopted.listeners,
+            )
+        }
+        None => (mount_fresh(&cli, fs.clone(), &continuity, &cpus)?, vec![]),
+    };
+    let listener = server::listen(&cli.socket)
+        .with_context(|| format!("listening on {}", cli.socket.display()))?;
+    let agent_socket = if cli.no_seccomp {
+        for (key, _, _) in &adopted_listeners {
+            continuity.release_listener(key);
+        }
+        None
+    } else {
+        let agent =
+            lodge_fs::seccomp::Agent::new(&cli.mountpoint, registry.clone(), !cli.no_statmount)
+                .context("starting the seccomp agent")?;
+        agent.keep_listeners_with(continuity.clone());
+        let socket = cli
+            .seccomp_socket
+            .clone()
+            .unwrap_or_else(|| lodge_fs::seccomp::socket_beside(&cli.socket));
+        let agent_listener = server::listen(&socket)
+            .with_context(|| format!("listening on {}", socket.display()))?;
+        let agent = Arc::new(agent);
+        for (key, fd, saved) in adopted_listeners {
+            lodge_fs::seccomp::restore(&agent, key, fd, &saved);
+        }
+        std::thread::spawn(move || lodge_fs::seccomp::serve(agent_listener, agent));
+        Some(socket)
+    };
+    let server = Arc::new(server::Server {
+        registry: registry.clone(),
+        mountpoint: cli.mountpoint.clone(),
+        invalidate: Some(serving.invalidate),
+        listener: agent_socket.clone(),
+        uring: serving.uring,
+        resumed: serving.session.is_none(),
+    });
+    std::thread::spawn(move || server::serve(listener, server));
+    {
+        let registry = registry.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            for (_, c) in registry.all() {
+                lodge_fs::files::proc::sample_load(&c);
+            }
+        });
+    }
+    tracing::info!(mountpoint = %cli.mountpoint.display(), socket = %cli.socket.display(), "lodge-fs ready");
+    let sig = wait_for(&signals);
+    let _ = std::fs::remove_file(&cli.socket);
+    if let Some(s) = &agent_socket {
+        let _ = std::fs::remove_file(s);
+    }
+    if sig != libc::SIGUSR1 && !registry.is_empty() {
+        // Containers still use the files: the keeper holds the connection and the listeners
+        // for the next lodge-fs, which takes them over (restart.rs). Leave without unmounting.
+        continuity.save();
+        tracing::info!(
+            signal = sig,
+            containers = registry.len(),
+            "stopping; the containers' files stay mounted for the next lodge-fs"
+        );
+        std::process::exit(0);
+    }
+    tracing::info!(signal = sig, "stopping");
+    continuity.stop();
+    match serving.session {
+        Some(session) => drop(session),
+        None => {
+            let _ = nix_umount(&cli.mountpoint);
+        }
+    }
+    Ok(())
+}
+
+/// `lodge-fs stop` with no daemon running: the keeper (if any) exits, the mount goes.
+fn stop_leftovers(cli: &Cli) -> anyhow::Result<()> {
+    let keeper = lodge_fs::restart::beside(&cli.socket, "keeper.sock");
+    if let Some(k) = lodge_fs::keeper::Keeper::connect(&keeper)? {
+        k.exit()?;
+        println!("the keeper let go of the containers' files");
+    }
+    let _ = std::fs::remove_file(lodge_fs::restart::beside(&cli.socket, "state.json"));
+    if lodge_fs::restart::mount_dev(&cli.mountpoint).is_some() {
+        nix_umount(&cli.mountpoint)
+            .with_context(|| format!("unmounting {}", cli.mountpoint.display()))?;
+        println!("unmounted {}", cli.mountpoint.display());
+    }
+    Ok(())
+}
+
+/// How FUSE requests are being served.
+struct Serving {
+    /// fuser's session when this lodge-fs mounted the filesystem (dropping it unmounts).
+    session: Option<fuser::BackgroundSession>,
+    uring: Option<Arc<fuse_uring::UringStats>>,
+    invalidate: server::Invalidate,
+}
+
+/// Mounts the filesystem and serves it: over io_uring queues where the kernel has them, with
+/// fuser's /dev/fuse workers for the rest or as the fallback.
+fn mount_fresh(
+    cli: &Cli,
+    fs: Arc<LodgeFs>,
+    continuity: &Continuity,
+    cpus: &[u32],
+) -> anyhow::Result<Serving> {
     // A previous instance that died leaves a dead mount ("transport endpoint is not connected").
     let _ = nix_umount(&cli.mountpoint);
-    let registry = Arc::new(Registry::default());
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("lodge-fs".into()),
@@ -97,7 +248,6 @@ fn main() -> anyhow::Result<()> {
                 false
             }
         };
-    let cpus = allowed_cpus();
     let threads = if want_uring {
         // Left to /dev/fuse: forgets, interrupts, and requests before the queues are ready.
         1
@@ -106,7 +256,6 @@ fn main() -> anyhow::Result<()> {
     };
     config.n_threads = Some(threads);
     config.clone_fd = true;
-    let fs = Arc::new(LodgeFs::new(registry.clone()));
     let granted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let fuser_fs = FuserFs {
         fs: fs.clone(),
@@ -129,55 +278,70 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    {
+        use std::os::fd::{AsFd, AsRawFd};
+        if let Err(e) = continuity.start_fresh(
+            session.as_fd().as_raw_fd(),
+            &cli.mountpoint,
+            uring.is_some(),
+        ) {
+            tracing::warn!(error = %e, "no keeper: containers' files will not survive a lodge-fs restart");
+        }
+    }
     let notifier = session.notifier();
     let session = session.spawn().context("starting the FUSE session")?;
     if uring.is_none() && threads >= cpus.len() {
-        pin_workers(&cpus, threads);
+        pin_workers(cpus, threads);
     }
-    let listener = server::listen(&cli.socket)
-        .with_context(|| format!("listening on {}", cli.socket.display()))?;
-    let agent_socket = if cli.no_seccomp {
-        None
-    } else {
-        let agent =
-            lodge_fs::seccomp::Agent::new(&cli.mountpoint, registry.clone(), !cli.no_statmount)
-                .context("starting the seccomp agent")?;
-        let socket = cli
-            .seccomp_socket
-            .clone()
-            .unwrap_or_else(|| lodge_fs::seccomp::socket_beside(&cli.socket));
-        let agent_listener = server::listen(&socket)
-            .with_context(|| format!("listening on {}", socket.display()))?;
-        let agent = Arc::new(agent);
-        std::thread::spawn(move || lodge_fs::seccomp::serve(agent_listener, agent));
-        Some(socket)
-    };
-    let server = Arc::new(server::Server {
-        registry: registry.clone(),
-        mountpoint: cli.mountpoint.clone(),
-        notifier: Some(notifier),
-        listener: agent_socket.clone(),
+    Ok(Serving {
+        session: Some(session),
         uring,
-    });
-    std::thread::spawn(move || server::serve(listener, server));
-    {
-        let registry = registry.clone();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(5));
-            for (_, c) in registry.all() {
-                lodge_fs::files::proc::sample_load(&c);
+        invalidate: Box::new(move |id| {
+            let _ = notifier.inval_entry(
+                fuser::INodeNo(lodge_fs::registry::ROOT_INO),
+                std::ffi::OsStr::new(id),
+            );
+        }),
+    })
+}
+
+/// Serves the connection a previous lodge-fs left with the keeper: its io_uring queues (if it
+/// had them) registered anew, /dev/fuse read by our own loop (fuser cannot take over a
+/// connection it did not start).
+fn resume(cli: &Cli, fs: Arc<LodgeFs>, fuse: OwnedFd, uring: bool, threads: usize) -> Serving {
+    let fuse = Arc::new(fuse);
+    for _ in 0..if uring { 1 } else { threads } {
+        let (fs, fuse) = (fs.clone(), fuse.clone());
+        std::thread::spawn(move || dev_fuse::serve(fs, fuse));
+    }
+    let stats = if uring {
+        match fuse
+            .try_clone()
+            .map_err(|source| fuse_uring::UringError::Setup { qid: 0, source })
+            .and_then(|fd| fuse_uring::start(fs, fd))
+        {
+            Ok(stats) => {
+                // Requests made while no lodge-fs was running wait in their CPU's queue until
+                // that queue hands back an answer: make one on each CPU.
+                fuse_uring::nudge_queues(&cli.mountpoint);
+                Some(stats)
             }
-        });
+            Err(e) => {
+                tracing::error!(error = %e, "the connection's io_uring queues could not be served again");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let notify = fuse.clone();
+    Serving {
+        session: None,
+        uring: stats,
+        invalidate: Box::new(move |id| {
+            let _ = dev_fuse::invalidate_root_entry(&notify, id);
+        }),
     }
-    tracing::info!(mountpoint = %cli.mountpoint.display(), socket = %cli.socket.display(), "lodge-fs ready");
-    let sig = wait_for(&signals);
-    tracing::info!(signal = sig, "stopping");
-    drop(session);
-    let _ = std::fs::remove_file(&cli.socket);
-    if let Some(s) = agent_socket {
-        let _ = std::fs::remove_file(s);
-    }
-    Ok(())
 }
 
 fn start_uring(
@@ -207,6 +371,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }

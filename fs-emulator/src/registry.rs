@@ -76,6 +76,8 @@ pub fn decode(ino: u64) -> Option<(usize, usize)> {
 #[derive(Default)]
 pub struct Registry {
     inner: RwLock<Inner>,
+    /// Called after every change (registrations, knob values): lodge-fs saves its state then.
+    changed: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -94,7 +96,47 @@ impl Registry {
         let slot = inner.slots.len();
         inner.by_id.insert(c.id.clone(), slot);
         inner.slots.push(Some(Arc::new(c)));
+        drop(inner);
+        self.changed();
         slot
+    }
+
+    /// Puts `c` back in the slot it had before a restart (its inode numbers stay the same).
+    pub fn restore(&self, slot: usize, c: Container) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner.slots.len() <= slot {
+            inner.slots.resize_with(slot + 1, || None);
+        }
+        inner.by_id.insert(c.id.clone(), slot);
+        inner.slots[slot] = Some(Arc::new(c));
+    }
+
+    /// Slots are never reused: the next one a registration gets.
+    pub fn next_slot(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .slots
+            .len()
+    }
+
+    /// Keeps slots below `n` unused (they were used before a restart).
+    pub fn reserve_slots(&self, n: usize) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner.slots.len() < n {
+            inner.slots.resize_with(n, || None);
+        }
+    }
+
+    pub fn on_change(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.changed.set(hook);
+    }
+
+    /// Runs the change hook (also after a knob is written).
+    pub fn changed(&self) {
+        if let Some(hook) = self.changed.get() {
+            hook();
+        }
     }
 
     pub fn unregister(&self, id: &str) -> bool {
@@ -102,6 +144,8 @@ impl Registry {
         match inner.by_id.remove(id) {
             Some(slot) => {
                 inner.slots[slot] = None;
+                drop(inner);
+                self.changed();
                 true
             }
             None => false,

@@ -31,12 +31,17 @@ pub fn listen(socket: &Path) -> io::Result<UnixListener> {
 pub struct Server {
     pub registry: Arc<Registry>,
     pub mountpoint: PathBuf,
-    pub notifier: Option<fuser::Notifier>,
+    /// Drops the kernel's cached entry for a container's directory.
+    pub invalidate: Option<Invalidate>,
     /// The seccomp agent's socket, told to lodge-runc at registration.
     pub listener: Option<PathBuf>,
     /// Set when requests come over FUSE io_uring queues.
     pub uring: Option<Arc<crate::fuse_uring::UringStats>>,
+    /// Whether this lodge-fs took over from a previous one.
+    pub resumed: bool,
 }
+
+pub type Invalidate = Box<dyn Fn(&str) + Send + Sync>;
 
 pub fn serve(listener: UnixListener, server: Arc<Server>) {
     for conn in listener.incoming() {
@@ -57,19 +62,16 @@ pub fn serve(listener: UnixListener, server: Arc<Server>) {
 }
 
 /// Drops the kernel's cached entry for a container's directory (it changed or went away).
-fn invalidate(notifier: Option<&fuser::Notifier>, id: &str) {
+fn invalidate(notifier: Option<&Invalidate>, id: &str) {
     if let Some(n) = notifier {
-        let _ = n.inval_entry(
-            fuser::INodeNo(crate::registry::ROOT_INO),
-            std::ffi::OsStr::new(id),
-        );
+        n(id);
     }
 }
 
 impl Server {
     pub fn answer(&self, req: Request) -> Response {
         let (registry, mountpoint, notifier) =
-            (&self.registry, &self.mountpoint, self.notifier.as_ref());
+            (&self.registry, &self.mountpoint, self.invalidate.as_ref());
         match req {
             Request::Register {
                 id,
@@ -132,7 +134,14 @@ impl Server {
                     .uring
                     .as_ref()
                     .map_or(0, |u| u.requests.load(std::sync::atomic::Ordering::Relaxed)),
+                resumed: self.resumed,
             },
+            Request::Stop => {
+                tracing::info!("stop requested");
+                // SAFETY: signalling ourselves; main takes SIGUSR1 with sigwait.
+                unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+                Response::Ok
+            }
         }
     }
 }

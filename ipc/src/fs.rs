@@ -23,6 +23,8 @@ pub enum Request {
         id: String,
     },
     Status,
+    /// Stop for good: unmount and let go of every container's files.
+    Stop,
 }
 
 /// One emulated file to bind-mount: `source` (in lodge-fs's mount) over `destination`.
@@ -52,6 +54,9 @@ pub enum Response {
         /// Requests answered over io_uring since start.
         #[serde(default)]
         uring_requests: u64,
+        /// Whether this lodge-fs took over its containers from the previous one.
+        #[serde(default)]
+        resumed: bool,
     },
     Ok,
     Error {

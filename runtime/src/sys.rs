@@ -178,32 +178,7 @@ pub fn join_session_keyring(name: &str) -> io::Result<()> {
         .map(drop)
 }
 
-/// Sends `fds` with `payload` over a unix socket (SCM_RIGHTS).
-pub fn send_fds(sock: RawFd, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let iov = [io::IoSlice::new(payload)];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None).map_err(io::Error::from)?;
-    Ok(())
-}
-
-/// Receives one message into `buf` and the first fd attached to it (SCM_RIGHTS, close-on-exec).
-/// Returns the message's length.
-pub fn recv_fd(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(io::Error::from)?;
-    let mut fd = None;
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: received fds are ours.
-            fd = fds.first().map(|f| unsafe { OwnedFd::from_raw_fd(*f) });
-        }
-    }
-    Ok((msg.bytes, fd))
-}
+pub use lodge_sys::fdpass::{recv_fd, send_fds};
 
 /// The start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), used to
 /// tell a container's init from a later process that reused its pid. None if it is gone or a zombie.

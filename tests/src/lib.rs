@@ -567,12 +567,19 @@ pub fn feed_busybox_rootfs(importer: &mut Command) -> Output {
     out
 }
 
-/// A lodge-fs of a test's own, on a scratch socket and mountpoint, stopped (and so unmounted)
-/// however the test ends. `lodge-runc --fs-socket <socket>` registers containers with it.
+/// A lodge-fs of a test's own, on a scratch socket and mountpoint, stopped for good (and so
+/// unmounted) however the test ends. `lodge-runc --fs-socket <socket>` registers containers
+/// with it.
 pub struct PrivateFs {
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub child: std::process::Child,
+    args: Vec<String>,
+}
+
+fn lodge_fs_bin() -> PathBuf {
+    std::env::var("LODGE_FS")
+        .map_or_else(|_| runtime_bin().with_file_name("lodge-fs"), PathBuf::from)
 }
 
 impl PrivateFs {
@@ -580,34 +587,58 @@ impl PrivateFs {
         let dir = Path::new(WORK).join(unique_id("fs"));
         fs::create_dir_all(dir.join("mnt")).unwrap();
         let socket = dir.join("fs.sock");
-        let bin = std::env::var("LODGE_FS")
-            .map_or_else(|_| runtime_bin().with_file_name("lodge-fs"), PathBuf::from);
-        let child = Command::new(bin)
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = PrivateFs::spawn(&dir, &socket, &args);
+        let fs = PrivateFs {
+            dir,
+            socket,
+            child,
+            args,
+        };
+        fs.wait_ready();
+        fs
+    }
+
+    fn spawn(dir: &Path, socket: &Path, args: &[String]) -> std::process::Child {
+        Command::new(lodge_fs_bin())
             .arg("--socket")
-            .arg(&socket)
+            .arg(socket)
             .arg("--mountpoint")
             .arg(dir.join("mnt"))
             .args(args)
-            .stderr(Stdio::null())
+            .stderr(fs::File::create(dir.join("log")).map_or(Stdio::null(), Stdio::from))
             .spawn()
-            .unwrap();
-        let fs = PrivateFs { dir, socket, child };
+            .unwrap()
+    }
+
+    fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while fs.status().is_none() {
+        while self.status().is_none() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "private lodge-fs did not start"
+                "private lodge-fs did not start: {}",
+                fs::read_to_string(self.dir.join("log")).unwrap_or_default()
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        fs
+    }
+
+    /// Sends `signal` to the daemon and waits for it to end.
+    pub fn signal(&mut self, signal: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let _ = self.child.wait();
+    }
+
+    /// Starts the daemon again with the same arguments (after `signal`).
+    pub fn start_again(&mut self) {
+        self.child = PrivateFs::spawn(&self.dir, &self.socket, &self.args);
+        self.wait_ready();
     }
 
     /// `lodge-fs status` as JSON, once it answers.
     pub fn status(&self) -> Option<Value> {
-        let bin = std::env::var("LODGE_FS")
-            .map_or_else(|_| runtime_bin().with_file_name("lodge-fs"), PathBuf::from);
-        let out = Command::new(bin)
+        let out = Command::new(lodge_fs_bin())
             .arg("--socket")
             .arg(&self.socket)
             .arg("status")
@@ -623,9 +654,18 @@ impl PrivateFs {
 
 impl Drop for PrivateFs {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child; lodge-fs unmounts its tree on SIGTERM.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        // `stop` unmounts and lets go of everything even with containers registered (SIGTERM
+        // would leave their files to a next lodge-fs).
+        let _ = Command::new(lodge_fs_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("stop")
+            .output();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.signal(libc::SIGKILL);
         // Only once its mountpoint is gone: never walk into a mount that is still there.
         let mnt = self.dir.join("mnt");
         if fs::remove_dir(&mnt).is_ok() || !mnt.exists() {

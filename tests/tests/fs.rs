@@ -374,3 +374,79 @@ fn requests_are_answered_over_io_uring_on_the_readers_cpu_or_over_dev_fuse() {
         }
     }
 }
+
+#[test]
+fn containers_keep_their_files_and_traps_across_a_lodge_fs_restart() {
+    let mut fs = PrivateFs::start(&[]);
+    let rt = Runtime::system();
+    let mut b = limited(&["sleep", "1000"], 160);
+    b.edit(|c| c["root"]["readonly"] = false.into());
+    let id = unique_id("restart");
+    let socket = fs.socket();
+    rt.ok(&[
+        "--fs-socket",
+        &socket,
+        "run",
+        "-d",
+        "--bundle",
+        b.path(),
+        &id,
+    ]);
+    rt.sh(&id, "echo 7 > /proc/sys/kernel/panic");
+    // A process that reads while no lodge-fs runs: lodge-fs is killed (a crash) meanwhile.
+    rt.ok(&[
+        "exec",
+        "-d",
+        &id,
+        "sh",
+        "-c",
+        "sleep 1; head -1 /proc/meminfo > /tmp/during; date +%s > /tmp/when",
+    ]);
+    fs.signal(libc::SIGKILL);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let restarted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    fs.start_again();
+    let status = fs.status().unwrap();
+    assert_eq!(status["resumed"], true, "{status}");
+    assert_eq!(status["containers"], 1, "{status}");
+    let check = "for i in $(seq 50); do [ -s /tmp/when ] && break; sleep 0.1; done; \
+                 echo during $(cat /tmp/during); echo when $(cat /tmp/when); \
+                 echo knob $(cat /proc/sys/kernel/panic); echo mem $(head -1 /proc/meminfo); \
+                 mkdir -p /mnt/p && mount -t proc proc /mnt/p && echo inner $(head -1 /mnt/p/meminfo); \
+                 umount /mnt/p; umount /proc/uptime; echo unmask $?";
+    let out = rt.sh(&id, check);
+    assert_eq!(field(&out, "during"), "MemTotal: 163840 kB", "{out}");
+    let when: u64 = field(&out, "when").parse().unwrap();
+    assert!(
+        when >= restarted_at,
+        "the read waited for the new lodge-fs: {when} < {restarted_at}"
+    );
+    assert_eq!(
+        field(&out, "knob"),
+        "7",
+        "the container's knob value: {out}"
+    );
+    assert_eq!(field(&out, "mem"), "MemTotal: 163840 kB", "{out}");
+    // Only the seccomp agent, with the listener it took over, builds a procfs like this.
+    assert_eq!(field(&out, "inner"), "MemTotal: 163840 kB", "{out}");
+    assert_ne!(field(&out, "unmask"), "0", "{out}");
+    // Stopped by its supervisor (SIGTERM) with a container registered: handed over too.
+    fs.signal(libc::SIGTERM);
+    fs.start_again();
+    assert_eq!(fs.status().unwrap()["resumed"], true);
+    let out = rt.sh(
+        &id,
+        "echo mem $(head -1 /proc/meminfo); echo knob $(cat /proc/sys/kernel/panic)",
+    );
+    assert_eq!(field(&out, "mem"), "MemTotal: 163840 kB", "{out}");
+    assert_eq!(field(&out, "knob"), "7", "{out}");
+    rt.ok(&["--fs-socket", &socket, "delete", "--force", &id]);
+    rt.assert_no_residue(&id, &b);
+    // With nothing registered, SIGTERM stops for good: the next one starts afresh.
+    fs.signal(libc::SIGTERM);
+    fs.start_again();
+    assert_eq!(fs.status().unwrap()["resumed"], false);
+}

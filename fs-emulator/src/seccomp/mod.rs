@@ -21,7 +21,7 @@ mod view;
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
@@ -60,6 +60,8 @@ pub struct Agent {
     /// not read the caller's whole mount table.
     has_statmount: bool,
     containers: Mutex<HashMap<String, Weak<Tracked>>>,
+    /// Keeps listeners (and what the agent knows of their containers) across a restart.
+    continuity: std::sync::OnceLock<Arc<crate::restart::Continuity>>,
 }
 
 impl Agent {
@@ -88,7 +90,12 @@ impl Agent {
             registry,
             emulated_dev: std::fs::metadata(emulated_root)?.dev(),
             containers: Mutex::default(),
+            continuity: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn keep_listeners_with(&self, continuity: Arc<crate::restart::Continuity>) {
+        let _ = self.continuity.set(continuity);
     }
 
     /// The container `id` whose init is `init_pid`; its initial mounts are read the first time,
@@ -119,14 +126,65 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>) {
         let Ok(conn) = conn else { continue };
         let agent = agent.clone();
         std::thread::spawn(move || match accept(&agent, conn) {
-            Ok((tracked, listener)) => serve_listener(&agent, &tracked, &listener),
+            Ok((tracked, listener, state)) => {
+                let key = agent.continuity.get().and_then(|c| {
+                    let saved = serde_json::json!({ "state": state, "initial": tracked.initial });
+                    c.keep_listener(listener.raw_fd(), &saved)
+                });
+                serve_listener(&agent, &tracked, &listener);
+                release(&agent, key);
+            }
             Err(e) => tracing::warn!(error = %e, "seccomp listener hand-over refused"),
         });
     }
 }
 
+/// Serves a listener a previous lodge-fs was serving (`restart.rs`): `saved` is what
+/// `serve` kept of it.
+pub fn restore(agent: &Arc<Agent>, key: String, fd: OwnedFd, saved: &serde_json::Value) {
+    let id = saved["state"]["state"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let init_pid = saved["state"]["state"]["pid"].as_i64().unwrap_or(0) as i32;
+    let initial: Option<Initial> = serde_json::from_value(saved["initial"].clone()).ok();
+    let (Some(initial), false) = (initial, id.is_empty()) else {
+        release(agent, Some(key));
+        return;
+    };
+    let tracked = {
+        let mut map = agent.containers.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&id).and_then(Weak::upgrade) {
+            Some(t) => t,
+            None => {
+                let t = Arc::new(Tracked {
+                    id: id.clone(),
+                    init_pid,
+                    initial,
+                });
+                map.insert(id, Arc::downgrade(&t));
+                t
+            }
+        }
+    };
+    let agent = agent.clone();
+    std::thread::spawn(move || {
+        serve_listener(&agent, &tracked, &Listener::new(fd));
+        release(&agent, Some(key));
+    });
+}
+
+fn release(agent: &Agent, key: Option<String>) {
+    if let (Some(c), Some(key)) = (agent.continuity.get(), key) {
+        c.release_listener(&key);
+    }
+}
+
 /// Reads the hand-over: the state JSON and the listener fd.
-fn accept(agent: &Agent, conn: UnixStream) -> io::Result<(Arc<Tracked>, Listener)> {
+fn accept(
+    agent: &Agent,
+    conn: UnixStream,
+) -> io::Result<(Arc<Tracked>, Listener, serde_json::Value)> {
     let (mut data, fd) = sys_recv_fd(&conn)?;
     (&conn).read_to_end(&mut data)?;
     let fd = fd.ok_or_else(|| io::Error::other("no fd attached"))?;
@@ -139,40 +197,14 @@ fn accept(agent: &Agent, conn: UnixStream) -> io::Result<(Arc<Tracked>, Listener
     }
     let tracked = agent.track(id, init_pid)?;
     tracing::debug!(id, pid = msg["pid"].as_i64(), "seccomp listener");
-    Ok((tracked, Listener::new(fd)))
+    Ok((tracked, Listener::new(fd), msg))
 }
 
 fn sys_recv_fd(conn: &UnixStream) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
     let mut buf = vec![0u8; 65536];
-    let mut cmsg = [0u8; 64];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr over local buffers that outlive the call.
-    let n = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cmsg.as_mut_ptr().cast();
-        msg.msg_controllen = cmsg.len() as _;
-        let n = libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut fd = None;
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let raw = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32);
-                fd = Some(OwnedFd::from_raw_fd(raw));
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-        buf.truncate(n as usize);
-        (buf, fd)
-    };
-    Ok(n)
+    let (n, fd) = lodge_sys::fdpass::recv_fd(conn.as_raw_fd(), &mut buf)?;
+    buf.truncate(n);
+    Ok((buf, fd))
 }
 
 fn serve_listener(agent: &Agent, tracked: &Tracked, listener: &Listener) {

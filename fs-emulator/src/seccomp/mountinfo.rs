@@ -20,7 +20,7 @@ pub struct Mount {
 
 /// A mount as it is, whatever namespace copy it is in: the filesystem under it (and where in
 /// that filesystem it sits), its own filesystem and the directory of it that it shows.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     pub parent_fstype: String,
     pub at: PathBuf,

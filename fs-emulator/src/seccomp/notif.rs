@@ -82,6 +82,10 @@ impl Listener {
         Listener(fd)
     }
 
+    pub fn raw_fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+
     /// The next notification; `None` once no process uses the filter any more.
     pub fn recv(&self) -> io::Result<Option<Notification>> {
         loop {

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use super::mountinfo::{below, Identity, Mount, Table};
 
 /// What a new procfs or sysfs mount gets on top, at `rel` below its root.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Overlay {
     /// A read-only bind of the new filesystem's own `rel` (the read-only paths).
     ReadOnlySelf(PathBuf),
@@ -27,7 +27,9 @@ pub enum Overlay {
     Clone(PathBuf),
 }
 
-#[derive(Debug, Default)]
+/// Kept in lodge-fs's state file, so that a restarted lodge-fs knows which mounts were there
+/// first (the container has usually made more since).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Initial {
     pinned: HashSet<Identity>,
     protected: HashSet<Identity>,
