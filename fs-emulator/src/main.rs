@@ -104,6 +104,13 @@ fn main() -> anyhow::Result<()> {
     let signals = block_signals();
     std::fs::create_dir_all(&cli.mountpoint)
         .with_context(|| format!("creating {}", cli.mountpoint.display()))?;
+    if std::os::unix::net::UnixStream::connect(&cli.socket).is_ok() {
+        anyhow::bail!(
+            "lodge-fs is already running at {} (`lodge-fs --socket {} stop` stops it)",
+            cli.socket.display(),
+            cli.socket.display()
+        );
+    }
     let registry = Arc::new(Registry::default());
     let fs = Arc::new(LodgeFs::new(registry.clone()));
     let continuity = Continuity::new(&cli.socket, registry.clone());

@@ -10,7 +10,9 @@
 //! them to the next lodge-fs.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -201,7 +203,14 @@ impl Continuity {
             "listeners": meta.listeners,
         });
         let tmp = self.state_path.with_extension("json.tmp");
-        let written = std::fs::write(&tmp, state.to_string())
+        // Root's only, as the sockets beside it.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(state.to_string().as_bytes()))
             .and_then(|()| std::fs::rename(&tmp, &self.state_path));
         if let Err(e) = written {
             tracing::warn!(path = %self.state_path.display(), error = %e, "saving lodge-fs state");

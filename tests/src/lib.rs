@@ -577,7 +577,7 @@ pub struct PrivateFs {
     args: Vec<String>,
 }
 
-fn lodge_fs_bin() -> PathBuf {
+pub fn lodge_fs_bin() -> PathBuf {
     std::env::var("LODGE_FS")
         .map_or_else(|_| runtime_bin().with_file_name("lodge-fs"), PathBuf::from)
 }

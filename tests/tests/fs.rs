@@ -377,7 +377,14 @@ fn requests_are_answered_over_io_uring_on_the_readers_cpu_or_over_dev_fuse() {
 
 #[test]
 fn containers_keep_their_files_and_traps_across_a_lodge_fs_restart() {
-    let mut fs = PrivateFs::start(&[]);
+    // Over io_uring queues, and over /dev/fuse (which the new lodge-fs reads with its own loop).
+    for args in [&[][..], &["--no-io-uring"][..]] {
+        survives_a_restart(args);
+    }
+}
+
+fn survives_a_restart(args: &[&str]) {
+    let mut fs = PrivateFs::start(args);
     let rt = Runtime::system();
     let mut b = limited(&["sleep", "1000"], 160);
     b.edit(|c| c["root"]["readonly"] = false.into());
@@ -449,4 +456,22 @@ fn containers_keep_their_files_and_traps_across_a_lodge_fs_restart() {
     fs.signal(libc::SIGTERM);
     fs.start_again();
     assert_eq!(fs.status().unwrap()["resumed"], false);
+}
+
+#[test]
+fn a_second_lodge_fs_on_the_same_socket_is_refused() {
+    let fs = PrivateFs::start(&[]);
+    let out = std::process::Command::new(lodge_tests::lodge_fs_bin())
+        .arg("--socket")
+        .arg(&fs.socket)
+        .arg("--mountpoint")
+        .arg(fs.dir.join("mnt"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("already running"), "{err}");
+    // The first one is undisturbed.
+    assert_eq!(fs.status().unwrap()["resumed"], false);
+    assert!(std::fs::read_dir(fs.dir.join("mnt")).is_ok());
 }
