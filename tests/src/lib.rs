@@ -650,6 +650,20 @@ impl PrivateFs {
     pub fn socket(&self) -> String {
         self.socket.display().to_string()
     }
+
+    /// Starts `bundle` detached as `id` with lodge-runc registering it here.
+    pub fn run_detached(&self, rt: &Runtime, bundle: &Bundle, id: &str) {
+        let socket = self.socket();
+        rt.ok(&[
+            "--fs-socket",
+            &socket,
+            "run",
+            "-d",
+            "--bundle",
+            bundle.path(),
+            id,
+        ]);
+    }
 }
 
 impl Drop for PrivateFs {

@@ -314,15 +314,7 @@ fn requests_are_answered_over_io_uring_on_the_readers_cpu_or_over_dev_fuse() {
         let b = limited(&["sleep", "100"], 192);
         let id = unique_id("ring");
         let socket = fs.socket();
-        rt.ok(&[
-            "--fs-socket",
-            &socket,
-            "run",
-            "-d",
-            "--bundle",
-            b.path(),
-            &id,
-        ]);
+        fs.run_detached(&rt, &b, &id);
         let out = rt.ok(&[
             "exec",
             &id,
@@ -390,15 +382,7 @@ fn survives_a_restart(args: &[&str]) {
     b.edit(|c| c["root"]["readonly"] = false.into());
     let id = unique_id("restart");
     let socket = fs.socket();
-    rt.ok(&[
-        "--fs-socket",
-        &socket,
-        "run",
-        "-d",
-        "--bundle",
-        b.path(),
-        &id,
-    ]);
+    fs.run_detached(&rt, &b, &id);
     rt.sh(&id, "echo 7 > /proc/sys/kernel/panic");
     // A process that reads while no lodge-fs runs: lodge-fs is killed (a crash) meanwhile.
     rt.ok(&[

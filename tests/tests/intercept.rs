@@ -335,15 +335,7 @@ fn immutability_holds_on_the_mountinfo_path_too() {
     b.edit(|c| c["root"]["readonly"] = false.into());
     let id = unique_id("old");
     let fs_socket = fs.socket();
-    rt.ok(&[
-        "--fs-socket",
-        &fs_socket,
-        "run",
-        "-d",
-        "--bundle",
-        b.path(),
-        &id,
-    ]);
+    fs.run_detached(&rt, &b, &id);
     let out = rt.sh(
         &id,
         "umount /proc/timer_list; echo unmask $?; mount -o remount,rw /proc/bus; echo remount $?; \
