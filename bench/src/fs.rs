@@ -17,10 +17,15 @@ const WINDOW: Duration = Duration::from_millis(700);
 struct Daemon {
     child: Child,
     mountpoint: PathBuf,
+    /// How to stop it for good first (lodge-fs hands registered containers over on SIGTERM).
+    stop: Option<Command>,
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Some(stop) = &mut self.stop {
+            let _ = stop.stdout(Stdio::null()).status();
+        }
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
@@ -139,6 +144,11 @@ pub fn fs_bench(lodge_fs: &Path) {
             .spawn()
             .expect("lodge-fs"),
         mountpoint: ours.clone(),
+        stop: Some({
+            let mut stop = Command::new(lodge_fs);
+            stop.arg("--socket").arg(&socket).arg("stop");
+            stop
+        }),
     };
     wait_until("lodge-fs", || socket.exists());
     std::thread::sleep(Duration::from_millis(200));
@@ -158,6 +168,7 @@ pub fn fs_bench(lodge_fs: &Path) {
         .map(|child| Daemon {
             child,
             mountpoint: lxcfs_mnt.clone(),
+            stop: None,
         });
     if lxcfs.is_some() {
         wait_until("lxcfs", || lxcfs_mnt.join("proc/meminfo").exists());
