@@ -22,7 +22,7 @@ pub enum SeccompError {
     Arch(String),
     #[error("seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath")]
     Notify,
-    #[error("seccomp: sending the notify fd to {path}: {source}")]
+    #[error("seccomp: sending the notify fd to {path}: {source} (is the agent listening there running? For system containers that is lodge-fs)")]
     Listener {
         path: std::path::PathBuf,
         source: std::io::Error,

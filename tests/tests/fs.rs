@@ -394,6 +394,12 @@ fn survives_a_restart(args: &[&str]) {
         "sleep 1; head -1 /proc/meminfo > /tmp/during; date +%s > /tmp/when",
     ]);
     fs.signal(libc::SIGKILL);
+    // Meanwhile a new process cannot join (the agent must take its listener), and says why.
+    let err = rt.fails(&["exec", &id, "true"]);
+    assert!(
+        err.contains("fs-seccomp.sock") && err.contains("lodge-fs"),
+        "{err}"
+    );
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let restarted_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
