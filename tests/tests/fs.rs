@@ -292,22 +292,25 @@ fn thread_cpus(pid: u32) -> Vec<(String, String)> {
 
 #[test]
 fn requests_are_answered_over_io_uring_on_the_readers_cpu_or_over_dev_fuse() {
-    // FUSE over io_uring needs a kernel built with it (6.14+); lodge-fs turns on the fuse
-    // module's enable_uring parameter itself.
-    let kernel_has_it = Path::new("/sys/module/fuse/parameters/enable_uring").exists();
+    // FUSE over io_uring needs a kernel built with it (6.14+) and the fuse module's
+    // enable_uring parameter on, which lodge-fs turns on itself where /sys lets it: once a
+    // lodge-fs has started, the parameter says whether the kernel allows io_uring here.
     let rt = Runtime::system();
-    for (args, want) in [
-        (
-            vec![],
-            if kernel_has_it {
-                "io_uring"
-            } else {
-                "dev_fuse"
-            },
-        ),
-        (vec!["--no-io-uring"], "dev_fuse"),
-    ] {
+    let param = Path::new("/sys/module/fuse/parameters/enable_uring");
+    for (args, io_uring) in [(vec![], true), (vec!["--no-io-uring"], false)] {
+        // Off first, to see lodge-fs turn it on (other lodge-fs instances are unaffected: the
+        // parameter only counts when a connection starts).
+        let writable = std::fs::write(param, "N").is_ok();
         let fs = PrivateFs::start(&args);
+        let allowed = std::fs::read_to_string(param).is_ok_and(|v| v.trim() == "Y");
+        if io_uring && writable {
+            assert!(allowed, "lodge-fs did not turn on {}", param.display());
+        }
+        let want = if io_uring && allowed {
+            "io_uring"
+        } else {
+            "dev_fuse"
+        };
         let status = fs.status().unwrap();
         assert_eq!(status["transport"], want, "{args:?}: {status}");
         let before = status["uring_requests"].as_u64().unwrap();
@@ -365,6 +368,8 @@ fn requests_are_answered_over_io_uring_on_the_readers_cpu_or_over_dev_fuse() {
             assert_eq!(after, 0);
         }
     }
+    // As any lodge-fs leaves it.
+    let _ = std::fs::write(param, "Y");
 }
 
 #[test]
