@@ -90,14 +90,17 @@ impl CgroupView {
         let mut lowest: Option<u64> = None;
         let mut d = dir;
         loop {
-            let quota = kernel_files::read(&d.join("cpu.cfs_quota_us"));
-            let period = kernel_files::read(&d.join("cpu.cfs_period_us"));
-            let (Some(q), Some(p)) = (quota, period) else {
+            let Some(quota) = kernel_files::read(&d.join("cpu.cfs_quota_us")) else {
                 return lowest;
             };
-            if let (Ok(q), Ok(p)) = (q.trim().parse::<i64>(), p.trim().parse::<u64>()) {
-                if q > 0 && p > 0 {
-                    let n = ceil_div(q as u64, p);
+            // -1 (no quota) is the common case: the period matters only under a quota.
+            let quota = quota.trim().parse::<i64>().unwrap_or(-1);
+            if quota > 0 {
+                let period = kernel_files::read(&d.join("cpu.cfs_period_us"))
+                    .and_then(|p| p.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                if period > 0 {
+                    let n = ceil_div(quota as u64, period);
                     lowest = Some(lowest.map_or(n, |l| l.min(n)));
                 }
             }
@@ -171,8 +174,12 @@ pub fn format_cpu_list(cpus: &[u32]) -> String {
     parts.join(",")
 }
 
+/// The host's online CPUs, as read at most a second ago (they change only with CPU hotplug).
 pub fn host_online_cpus() -> Vec<u32> {
-    kernel_files::read(Path::new("/sys/devices/system/cpu/online"))
+    kernel_files::read_recent(
+        Path::new("/sys/devices/system/cpu/online"),
+        std::time::Duration::from_secs(1),
+    )
         .map(|s| parse_cpu_list(s.trim()))
         .unwrap_or_default()
 }
