@@ -180,8 +180,35 @@ pub fn host_online_cpus() -> Vec<u32> {
         Path::new("/sys/devices/system/cpu/online"),
         std::time::Duration::from_secs(1),
     )
-        .map(|s| parse_cpu_list(s.trim()))
-        .unwrap_or_default()
+    .map(|s| parse_cpu_list(s.trim()))
+    .unwrap_or_default()
+}
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<u32> {
+    // SAFETY: sched_getaffinity into a zeroed cpu_set_t of the size given.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return host_online_cpus();
+        }
+        (0..libc::CPU_SETSIZE as u32)
+            .filter(|&c| libc::CPU_ISSET(c as usize, &set))
+            .collect()
+    }
+}
+
+/// Keeps thread `tid` (0: the calling thread) on `cpu`.
+pub fn pin(tid: libc::pid_t, cpu: u32) {
+    if cpu >= libc::CPU_SETSIZE as u32 {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t with one CPU set, for one of our own threads.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 #[cfg(test)]

@@ -10,12 +10,13 @@
 //! (fuser serves those).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use crate::cgroup::{allowed_cpus, host_online_cpus, parse_cpu_list, pin};
 use crate::fuse_wire;
 use crate::fusefs::{LodgeFs, MAX_TRANSFER};
 
@@ -66,26 +67,15 @@ pub struct UringStats {
     pub requests: AtomicU64,
 }
 
-/// A kernel CPU list ("0-3,8").
-fn cpu_list(path: &str) -> Vec<usize> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut cpus = vec![];
-    for range in text.trim().split(',').filter(|r| !r.is_empty()) {
-        let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-        if let (Ok(lo), Ok(hi)) = (lo.parse::<usize>(), hi.parse::<usize>()) {
-            cpus.extend(lo..=hi);
-        }
-    }
-    cpus
-}
-
 /// The queues to serve, one group per thread: each online CPU's queue on its own thread, and
 /// the queues of CPUs that are possible but offline together on one more (the kernel makes a
 /// queue for every possible CPU and starts using the ring only once each has an entry).
 fn queue_groups() -> Vec<(String, Vec<usize>)> {
     // Queue ids count possible CPUs (num_possible_cpus()).
-    let possible = cpu_list("/sys/devices/system/cpu/possible").len().max(1);
-    let online = cpu_list("/sys/devices/system/cpu/online");
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .map_or(0, |s| parse_cpu_list(s.trim()).len())
+        .max(1);
+    let online: Vec<usize> = host_online_cpus().into_iter().map(|c| c as usize).collect();
     let mut groups: Vec<(String, Vec<usize>)> = online
         .iter()
         .filter(|&&c| c < possible)
@@ -101,7 +91,10 @@ fn queue_groups() -> Vec<(String, Vec<usize>)> {
 /// Starts one thread per queue and registers every queue's entries. Returns once the kernel
 /// has taken them all (from then on every request but FORGET and INTERRUPT comes this way), or
 /// with the first error (requests then keep coming over `/dev/fuse`).
-pub fn start(fs: Arc<LodgeFs>, fuse: OwnedFd) -> Result<Arc<UringStats>, UringError> {
+pub fn start(fs: Arc<LodgeFs>, fuse: BorrowedFd) -> Result<Arc<UringStats>, UringError> {
+    let fuse = fuse
+        .try_clone_to_owned()
+        .map_err(|source| UringError::Setup { qid: 0, source })?;
     let groups = queue_groups();
     let stats = Arc::new(UringStats {
         queues: groups.iter().map(|(_, q)| q.len()).sum(),
@@ -378,20 +371,12 @@ impl Ring {
     }
 }
 
+/// Keeps the calling thread on `cpu`, if lodge-fs may run there (otherwise its queue's thread
+/// runs wherever it is allowed).
 fn pin_to_cpu(cpu: usize) {
-    unsafe {
-        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        if libc::sched_getaffinity(0, size, &mut allowed) != 0
-            || cpu >= libc::CPU_SETSIZE as usize
-            || !libc::CPU_ISSET(cpu, &allowed)
-        {
-            // A CPU lodge-fs may not run on: its queue's thread runs wherever it is allowed.
-            return;
-        }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size, &set);
+    let cpu = cpu as u32;
+    if allowed_cpus().contains(&cpu) {
+        pin(0, cpu);
     }
 }
 
@@ -399,10 +384,10 @@ fn pin_to_cpu(cpu: usize) {
 /// hands requests that arrived while it had no entries to an entry only once one of its
 /// entries is answered; after a takeover (`restart.rs`) this starts every queue going.
 pub fn nudge_queues(mountpoint: &std::path::Path) {
-    for cpu in cpu_list("/sys/devices/system/cpu/online") {
+    for cpu in host_online_cpus() {
         let probe = mountpoint.join(".lodge-fs-nudge");
         std::thread::spawn(move || {
-            pin_to_cpu(cpu);
+            pin_to_cpu(cpu as usize);
             let _ = std::fs::symlink_metadata(probe);
         });
     }

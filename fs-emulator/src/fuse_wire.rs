@@ -24,7 +24,6 @@ const FOPEN_DIRECT_IO: u32 = 1;
 
 pub const OP_FORGET: u32 = 2;
 pub const OP_FLUSH: u32 = 25;
-pub const OP_INIT: u32 = 26;
 pub const OP_ACCESS: u32 = 34;
 pub const OP_INTERRUPT: u32 = 36;
 pub const OP_DESTROY: u32 = 38;
@@ -32,7 +31,6 @@ pub const OP_BATCH_FORGET: u32 = 42;
 pub const OP_GETXATTR: u32 = 22;
 pub const OP_LISTXATTR: u32 = 23;
 pub const OP_SETXATTR: u32 = 21;
-pub const OP_REMOVEXATTR: u32 = 24;
 
 /// The size of an operation's fixed argument (its first, the one io_uring puts in `op_in`);
 /// /dev/fuse sends it right after the fuse_in_header.

@@ -219,49 +219,55 @@ impl LodgeFs {
         offset: u64,
         size: u32,
     ) -> Result<(Arc<Vec<u8>>, std::ops::Range<usize>), Errno> {
-        let (content, reread) = {
+        let known = {
             let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-            if !handles.contains_key(&fh) {
-                // Opened before lodge-fs restarted: its snapshot is gone, so this read starts
-                // a new one (as a read at offset 0 would).
-                drop(handles);
-                let content = Arc::new(self.render(ino).ok_or(Errno::EBADF)?);
-                handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-                handles.insert(
-                    fh,
-                    Handle {
-                        content,
-                        fresh: true,
-                    },
-                );
-            }
-            let h = handles.get_mut(&fh).ok_or(Errno::EBADF)?;
-            // `top` keeps /proc/stat open and rereads it from the start.
-            let reread = offset == 0 && !h.fresh;
-            h.fresh = false;
-            (h.content.clone(), reread)
+            handles.get_mut(&fh).map(|h| {
+                // `top` keeps /proc/stat open and rereads it from the start.
+                let reread = offset == 0 && !h.fresh;
+                h.fresh = false;
+                (h.content.clone(), reread)
+            })
         };
         // Rendered outside the lock: other readers go on meanwhile.
-        let content = match reread.then(|| self.render(ino)).flatten() {
-            Some(new) => {
-                let new = Arc::new(new);
-                if let Some(h) = self
-                    .handles
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_mut(&fh)
-                {
-                    h.content = new.clone();
-                }
-                new
+        let content = match known {
+            Some((content, false)) => content,
+            Some((old, true)) => match self.render(ino) {
+                Some(new) => self.keep(fh, new, false),
+                None => old,
+            },
+            // Opened before lodge-fs restarted: its snapshot is gone, so this read starts a
+            // new one (as a read at offset 0 would).
+            None => {
+                let new = self.render(ino).ok_or(Errno::EBADF)?;
+                self.keep(fh, new, true)
             }
-            None => content,
         };
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(content.len());
         let end = start.saturating_add(size as usize).min(content.len());
         Ok((content, start..end))
+    }
+
+    /// Makes `content` the snapshot of handle `fh` (a handle released meanwhile stays released,
+    /// unless `insert`).
+    fn keep(&self, fh: u64, content: Vec<u8>, insert: bool) -> Arc<Vec<u8>> {
+        let content = Arc::new(content);
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        match handles.get_mut(&fh) {
+            Some(h) => h.content = content.clone(),
+            None if insert => {
+                handles.insert(
+                    fh,
+                    Handle {
+                        content: content.clone(),
+                        fresh: false,
+                    },
+                );
+            }
+            None => {}
+        }
+        content
     }
 
     /// Writes a knob; returns the bytes taken.

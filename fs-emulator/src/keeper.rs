@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -33,13 +33,9 @@ pub enum KeeperError {
 }
 
 fn seqpacket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is taken into an OwnedFd.
+    // SAFETY: plain socket(2).
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd of ours.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    lodge_sys::fd_result(fd.into())
 }
 
 fn sockaddr(path: &Path) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
@@ -250,10 +246,9 @@ pub fn run(path: &Path) -> io::Result<()> {
                     libc::SOCK_CLOEXEC,
                 )
             };
-            if fd >= 0 {
+            if let Ok(fd) = lodge_sys::fd_result(fd.into()) {
                 // A new lodge-fs replaces the old one's connection.
-                // SAFETY: a fresh fd of ours.
-                client = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+                client = Some(fd);
             }
             continue;
         }

@@ -23,8 +23,9 @@ enum Entry {
     Missing(Instant),
 }
 
-/// Open files by path and lane.
-static FILES: LazyLock<Mutex<HashMap<(PathBuf, usize), Entry>>> = LazyLock::new(Mutex::default);
+/// Open files by path, one per lane (looked up by `&Path`: no allocation on a hit).
+static FILES: LazyLock<Mutex<HashMap<PathBuf, [Option<Entry>; LANES]>>> =
+    LazyLock::new(Mutex::default);
 
 /// Threads share a lane only beyond this many.
 const LANES: usize = 8;
@@ -40,24 +41,22 @@ fn lane() -> usize {
 const RETRY_MISSING: Duration = Duration::from_secs(1);
 
 fn handle(path: &Path, fresh: bool) -> Option<Arc<File>> {
-    let key = (path.to_path_buf(), lane());
+    let lane = lane();
     let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
-    match files.get(&key) {
+    match files.get(path).and_then(|lanes| lanes[lane].as_ref()) {
         Some(Entry::Open(f)) if !fresh => return Some(f.clone()),
         Some(Entry::Missing(at)) if !fresh && at.elapsed() < RETRY_MISSING => return None,
         _ => {}
     }
-    match File::open(path) {
-        Ok(f) => {
-            let f = Arc::new(f);
-            files.insert(key, Entry::Open(f.clone()));
-            Some(f)
-        }
-        Err(_) => {
-            files.insert(key, Entry::Missing(Instant::now()));
-            None
-        }
-    }
+    let opened = File::open(path).ok().map(Arc::new);
+    let entry = match &opened {
+        Some(f) => Entry::Open(f.clone()),
+        None => Entry::Missing(Instant::now()),
+    };
+    files
+        .entry(path.to_path_buf())
+        .or_insert_with(|| std::array::from_fn(|_| None))[lane] = Some(entry);
+    opened
 }
 
 fn read_from_start(f: &File) -> std::io::Result<String> {
@@ -113,7 +112,7 @@ pub fn forget_below(dir: &Path) {
     FILES
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .retain(|(p, _), _| !p.starts_with(dir));
+        .retain(|p, _| !p.starts_with(dir));
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
     let registry = Arc::new(Registry::default());
     let fs = Arc::new(LodgeFs::new(registry.clone()));
     let continuity = Continuity::new(&cli.socket, registry.clone());
-    let cpus = allowed_cpus();
+    let cpus = lodge_fs::cgroup::allowed_cpus();
     let (serving, adopted_listeners) = match continuity.adopt(&cli.mountpoint) {
         Some(adopted) => {
             tracing::info!(
@@ -145,7 +145,7 @@ fn main() -> anyhow::Result<()> {
         let socket = cli
             .seccomp_socket
             .clone()
-            .unwrap_or_else(|| lodge_fs::seccomp::socket_beside(&cli.socket));
+            .unwrap_or_else(|| lodge_fs::restart::beside(&cli.socket, "seccomp.sock"));
         let agent_listener = server::listen(&socket)
             .with_context(|| format!("listening on {}", socket.display()))?;
         let agent = Arc::new(agent);
@@ -322,11 +322,7 @@ fn resume(cli: &Cli, fs: Arc<LodgeFs>, fuse: OwnedFd, uring: bool, threads: usiz
         std::thread::spawn(move || dev_fuse::serve(fs, fuse));
     }
     let stats = if uring {
-        match fuse
-            .try_clone()
-            .map_err(|source| fuse_uring::UringError::Setup { qid: 0, source })
-            .and_then(|fd| fuse_uring::start(fs, fd))
-        {
+        match fuse_uring::start(fs, std::os::fd::AsFd::as_fd(&*fuse)) {
             Ok(stats) => {
                 // Requests made while no lodge-fs was running wait in their CPU's queue until
                 // that queue hands back an answer: make one on each CPU.
@@ -360,11 +356,7 @@ fn start_uring(
     if !granted.load(std::sync::atomic::Ordering::Acquire) {
         return Err(fuse_uring::UringError::NotGranted);
     }
-    let fd = session
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|source| fuse_uring::UringError::Setup { qid: 0, source })?;
-    fuse_uring::start(fs, fd)
+    fuse_uring::start(fs, session.as_fd())
 }
 
 fn resp_json(r: lodge_ipc::fs::Response) -> serde_json::Value {
@@ -412,19 +404,6 @@ fn raise_open_files_limit() {
 }
 
 /// The CPUs this process may run on (its affinity: a cpuset may allow fewer than are online).
-fn allowed_cpus() -> Vec<u32> {
-    // SAFETY: sched_getaffinity into a zeroed cpu_set_t of the size given.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return lodge_fs::cgroup::host_online_cpus();
-        }
-        (0..libc::CPU_SETSIZE as u32)
-            .filter(|&c| libc::CPU_ISSET(c as usize, &set))
-            .collect()
-    }
-}
-
 /// Keeps FUSE worker N on the Nth CPU it may use. A request is served by whichever worker waits
 /// longest; when that one sits on the reader's CPU, neither side waits for a wake-up on another
 /// CPU, which on a VM costs more than the request itself (docs/performance.md).
@@ -469,11 +448,6 @@ fn pin_new_workers(cpus: &[u32], pinned: &mut std::collections::HashSet<usize>) 
         if !pinned.insert(n) {
             continue;
         }
-        // SAFETY: a zeroed cpu_set_t with one CPU set, for one of our own threads.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpus[n % cpus.len()] as usize, &mut set);
-            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
+        lodge_fs::cgroup::pin(tid, cpus[n % cpus.len()]);
     }
 }

@@ -24,7 +24,9 @@ use crate::files::{self, Container};
 use crate::keeper::{self, Keeper, KeeperError};
 use crate::registry::Registry;
 
-/// `<dir>/<name>-<what>` beside the registration socket `<dir>/<name>.sock`.
+/// `<dir>/<name>-<what>` beside the registration socket `<dir>/<name>.sock` (`fs.sock` →
+/// `fs-seccomp.sock`, `fs-keeper.sock`, `fs-state.json`): two lodge-fs instances never share
+/// them.
 pub fn beside(socket: &Path, what: &str) -> PathBuf {
     let name = socket
         .file_name()

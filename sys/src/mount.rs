@@ -1,9 +1,9 @@
 //! The fd-based mount API: open_tree, move_mount, mount_setattr, and filesystem contexts
 //! (fsopen, fspick, fsconfig, fsmount). Every fd is opened close-on-exec.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 pub const OPEN_TREE_CLONE: libc::c_uint = 1;
 pub const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
@@ -30,30 +30,13 @@ pub struct MountAttr {
     pub userns_fd: u64,
 }
 
-fn fd(r: libc::c_long) -> io::Result<OwnedFd> {
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
-}
-
-fn done(r: libc::c_long) -> io::Result<()> {
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn cstring(s: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
+use crate::{cstring, fd_result, unit_result};
 
 /// open_tree(2): with OPEN_TREE_CLONE in `flags`, a detached copy of the mount at `dir`/`path`.
 pub fn open_tree(dir: RawFd, path: &CStr, flags: libc::c_uint) -> io::Result<OwnedFd> {
     let flags = flags | libc::O_CLOEXEC as libc::c_uint;
     // SAFETY: a valid C string; the result is a new fd.
-    fd(unsafe { libc::syscall(libc::SYS_open_tree, dir, path.as_ptr(), flags) })
+    fd_result(unsafe { libc::syscall(libc::SYS_open_tree, dir, path.as_ptr(), flags) })
 }
 
 /// move_mount(2).
@@ -65,7 +48,7 @@ pub fn move_mount(
     flags: libc::c_uint,
 ) -> io::Result<()> {
     // SAFETY: valid C strings.
-    done(unsafe {
+    unit_result(unsafe {
         libc::syscall(
             libc::SYS_move_mount,
             from,
@@ -85,7 +68,7 @@ pub fn mount_setattr(
     attr: &MountAttr,
 ) -> io::Result<()> {
     // SAFETY: a valid C string and a mount_attr of the size given.
-    done(unsafe {
+    unit_result(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             dir,
@@ -110,9 +93,10 @@ impl FsContext {
     /// fsopen(2) of filesystem type `fstype`.
     pub fn open(fstype: &str) -> io::Result<FsContext> {
         const FSOPEN_CLOEXEC: libc::c_uint = 1;
-        let name = cstring(fstype)?;
+        let name = cstring(fstype.as_bytes())?;
         // SAFETY: a valid C string; the result is a new fd.
-        fd(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) }).map(FsContext)
+        fd_result(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })
+            .map(FsContext)
     }
 
     /// fspick(2) of the filesystem of mount `mount`, to reconfigure it.
@@ -120,7 +104,7 @@ impl FsContext {
         const FSPICK_CLOEXEC: libc::c_uint = 1;
         const FSPICK_EMPTY_PATH: libc::c_uint = 8;
         // SAFETY: a static C string and plain integers.
-        fd(unsafe {
+        fd_result(unsafe {
             libc::syscall(
                 libc::SYS_fspick,
                 mount,
@@ -140,15 +124,17 @@ impl FsContext {
     ) -> io::Result<()> {
         let key = key.map_or(std::ptr::null(), CStr::as_ptr);
         // SAFETY: fsconfig on our context; key and value are valid C strings or NULL.
-        done(unsafe { libc::syscall(libc::SYS_fsconfig, self.0.as_raw_fd(), cmd, key, value, aux) })
+        unit_result(unsafe {
+            libc::syscall(libc::SYS_fsconfig, self.0.as_raw_fd(), cmd, key, value, aux)
+        })
     }
 
     /// `key`, or `key=value`.
     pub fn set(&self, key: &str, value: Option<&str>) -> io::Result<()> {
-        let k = cstring(key)?;
+        let k = cstring(key.as_bytes())?;
         match value {
             Some(v) => {
-                let v = cstring(v)?;
+                let v = cstring(v.as_bytes())?;
                 self.config(FSCONFIG_SET_STRING, Some(&k), v.as_ptr(), 0)
             }
             None => self.config(FSCONFIG_SET_FLAG, Some(&k), std::ptr::null(), 0),
@@ -157,7 +143,7 @@ impl FsContext {
 
     /// `key` given as an fd (procfs's `pidns`, …).
     pub fn set_fd(&self, key: &str, value: RawFd) -> io::Result<()> {
-        let k = cstring(key)?;
+        let k = cstring(key.as_bytes())?;
         self.config(FSCONFIG_SET_FD, Some(&k), std::ptr::null(), value)
     }
 
@@ -171,7 +157,7 @@ impl FsContext {
         const FSMOUNT_CLOEXEC: libc::c_uint = 1;
         self.config(FSCONFIG_CMD_CREATE, None, std::ptr::null(), 0)?;
         // SAFETY: plain integers on our created context; the result is a new fd.
-        fd(unsafe {
+        fd_result(unsafe {
             libc::syscall(
                 libc::SYS_fsmount,
                 self.0.as_raw_fd(),

@@ -552,6 +552,21 @@ impl Drop for Running {
     }
 }
 
+/// Copies the busybox rootfs to `dest` (an inner image: no registry is reachable).
+pub fn copy_busybox_rootfs(dest: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_template())
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "copying the busybox rootfs to {}",
+        dest.display()
+    );
+}
+
 /// Runs `importer` with the busybox rootfs as a tarball on its stdin (`docker import -` and the
 /// like); its output.
 pub fn feed_busybox_rootfs(importer: &mut Command) -> Output {

@@ -81,17 +81,16 @@ impl Dockerd {
     /// Runs `docker ARGS` under `script`, which gives the client the terminal `-it` insists on;
     /// returns what it printed.
     fn with_tty(&self, args: &str) -> String {
-        let line = format!(
-            "{} --host unix://{} {args}",
+        in_terminal(&format!("{} {args}", self.client_line()))
+    }
+
+    /// The client and its `--host`, as a shell command line starts.
+    fn client_line(&self) -> String {
+        format!(
+            "{} --host unix://{}",
             self.client_path(),
             self.dir.join("docker.sock").display()
-        );
-        let out = Command::new("script")
-            .args(["-qec", &line, "/dev/null"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        )
     }
 
     fn docker(&self, args: &[&str]) -> std::process::Output {
@@ -555,18 +554,11 @@ fn docker_runs_systemd_and_interactive_shells() {
 
     // Interactive shells: job control, and the window size of the client's terminal.
     let shell = |cmd: &str| {
-        let line = format!(
+        in_terminal(&format!(
             // (Docker 20.10's client sends the size just after the start: a moment later it is set.)
-            "stty rows 40 cols 100; {} --host unix://{} {cmd} bash -ic 'sleep 30 & jobs; sleep 1; stty size; kill %1'",
-            d.client_path(),
-            d.dir.join("docker.sock").display()
-        );
-        let out = Command::new("script")
-            .args(["-qec", &line, "/dev/null"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            "stty rows 40 cols 100; {} {cmd} bash -ic 'sleep 30 & jobs; sleep 1; stty size; kill %1'",
+            d.client_line()
+        ))
     };
     for cmd in [
         format!("exec -it {name}"),
@@ -663,4 +655,15 @@ fn inner_docker_images_survive_an_outer_docker_stop_and_start() {
     assert!(out.contains("image inner-busybox"), "{out}");
     assert!(out.contains("again"), "{out}");
     d.ok(&["rm", "-f", &name]);
+}
+
+/// Runs the shell command `line` under `script`, which gives it the terminal `-it` insists on;
+/// returns what it printed.
+fn in_terminal(line: &str) -> String {
+    let out = Command::new("script")
+        .args(["-qec", line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -164,13 +164,7 @@ fn debian_with_busybox(args: &[&str]) -> Bundle {
         &Path::new(WORK).join("images/debian-bookworm-docker.tar"),
         args,
     );
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(lodge_tests::busybox_template())
-        .arg(b.rootfs().join("root/busybox-rootfs"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    lodge_tests::copy_busybox_rootfs(&b.rootfs().join("root/busybox-rootfs"));
     // What the inner container prints.
     std::fs::write(
         b.rootfs().join("root/busybox-rootfs/probe.sh"),

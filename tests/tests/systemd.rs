@@ -127,13 +127,7 @@ fn docker_runs_inside_a_system_container() {
         });
     });
     // No registry is reachable: the inner image is the suite's busybox rootfs.
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(lodge_tests::busybox_template())
-        .arg(b.rootfs().join("root/busybox-rootfs"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    lodge_tests::copy_busybox_rootfs(&b.rootfs().join("root/busybox-rootfs"));
     std::fs::create_dir_all(b.rootfs().join("root/ctx")).unwrap();
     std::fs::write(
         b.rootfs().join("root/ctx/Dockerfile"),

@@ -31,16 +31,6 @@ use notif::{Listener, Notification};
 use policy::{Initial, Verdict};
 use view::{HostView, PathArg};
 
-/// Where the agent listens unless told otherwise: beside the registration socket, so that two
-/// lodge-fs instances never share it (`fs.sock` → `fs-seccomp.sock`).
-pub fn socket_beside(registration: &Path) -> std::path::PathBuf {
-    let name = registration
-        .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches(".sock").to_string())
-        .unwrap_or_else(|| "lodge-fs".into());
-    registration.with_file_name(format!("{name}-seccomp.sock"))
-}
-
 /// What the agent knows of one container.
 struct Tracked {
     id: String,
@@ -101,6 +91,22 @@ impl Agent {
     /// The container `id` whose init is `init_pid`; its initial mounts are read the first time,
     /// before its init runs anything (the runtime waits for the hand-over).
     fn track(&self, id: &str, init_pid: i32) -> io::Result<Arc<Tracked>> {
+        self.track_with(id, init_pid, || {
+            let table = Table {
+                mounts: mountinfo::read(init_pid)?,
+            };
+            Ok(Initial::from_table(&table))
+        })
+    }
+
+    /// The container `id` whose init is `init_pid`, its initial mounts given by `initial` the
+    /// first time.
+    fn track_with(
+        &self,
+        id: &str,
+        init_pid: i32,
+        initial: impl FnOnce() -> io::Result<Initial>,
+    ) -> io::Result<Arc<Tracked>> {
         let mut map = self.containers.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, t| t.strong_count() > 0);
         if let Some(t) = map.get(id).and_then(Weak::upgrade) {
@@ -108,13 +114,10 @@ impl Agent {
                 return Ok(t);
             }
         }
-        let table = Table {
-            mounts: mountinfo::read(init_pid)?,
-        };
         let t = Arc::new(Tracked {
             id: id.to_string(),
             init_pid,
-            initial: Initial::from_table(&table),
+            initial: initial()?,
         });
         map.insert(id.to_string(), Arc::downgrade(&t));
         Ok(t)
@@ -152,20 +155,9 @@ pub fn restore(agent: &Arc<Agent>, key: String, fd: OwnedFd, saved: &serde_json:
         release(agent, Some(key));
         return;
     };
-    let tracked = {
-        let mut map = agent.containers.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&id).and_then(Weak::upgrade) {
-            Some(t) => t,
-            None => {
-                let t = Arc::new(Tracked {
-                    id: id.clone(),
-                    init_pid,
-                    initial,
-                });
-                map.insert(id, Arc::downgrade(&t));
-                t
-            }
-        }
+    let Ok(tracked) = agent.track_with(&id, init_pid, || Ok(initial)) else {
+        release(agent, Some(key));
+        return;
     };
     let agent = agent.clone();
     std::thread::spawn(move || {
@@ -365,6 +357,25 @@ impl Call<'_> {
         }
     }
 
+    /// What a (dirfd, path) argument pair names: the dirfd itself with an "empty path" flag,
+    /// else the path read from the caller, resolved from the dirfd. None for a NULL path.
+    fn at_path(
+        &self,
+        dirfd_arg: usize,
+        path_arg: usize,
+        empty_path: bool,
+        follow: bool,
+    ) -> io::Result<Option<PathArg>> {
+        let dirfd = self.arg(dirfd_arg) as i32;
+        if empty_path {
+            return PathArg::dirfd(self.tid(), dirfd).map(Some);
+        }
+        match self.string(path_arg)? {
+            Some(path) => PathArg::prepare(self.tid(), dirfd, path, follow).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The mounts around the one `path` names (it, its parent, and with `below` what is below
     /// it), that mount's id and whether `path` is its root. From statmount(2) where the kernel
     /// has it, from the caller's whole mountinfo otherwise (and whenever statmount cannot tell).
@@ -547,19 +558,10 @@ impl Call<'_> {
         const F_EMPTY_PATH: u64 = 0x4;
         const F_SYMLINKS: u64 = 0x1;
         let flags = self.arg(4);
-        let from_dfd = self.arg(0) as i32;
-        let source = if flags & F_EMPTY_PATH != 0 {
-            try_call!(PathArg::dirfd(self.tid(), from_dfd))
-        } else {
-            let Some(path) = try_call!(self.string(1)) else {
-                return Outcome::Continue;
-            };
-            try_call!(PathArg::prepare(
-                self.tid(),
-                from_dfd,
-                path,
-                flags & F_SYMLINKS != 0
-            ))
+        let empty_path = flags & F_EMPTY_PATH != 0;
+        let Some(source) = try_call!(self.at_path(0, 1, empty_path, flags & F_SYMLINKS != 0))
+        else {
+            return Outcome::Continue;
         };
         if !self.live() {
             return Outcome::Done;
@@ -585,19 +587,10 @@ impl Call<'_> {
             return Outcome::Continue;
         }
         let flags = self.arg(2);
-        let dfd = self.arg(0) as i32;
-        let path = if flags & libc::AT_EMPTY_PATH as u64 != 0 {
-            try_call!(PathArg::dirfd(self.tid(), dfd))
-        } else {
-            let Some(p) = try_call!(self.string(1)) else {
-                return Outcome::Continue;
-            };
-            try_call!(PathArg::prepare(
-                self.tid(),
-                dfd,
-                p,
-                flags & libc::AT_SYMLINK_NOFOLLOW as u64 == 0
-            ))
+        let empty_path = flags & libc::AT_EMPTY_PATH as u64 != 0;
+        let follow = flags & libc::AT_SYMLINK_NOFOLLOW as u64 == 0;
+        let Some(path) = try_call!(self.at_path(0, 1, empty_path, follow)) else {
+            return Outcome::Continue;
         };
         if !self.live() {
             return Outcome::Done;

@@ -89,9 +89,7 @@ fn stat(id: u64) -> io::Result<(Mount, u64)> {
             0,
         )
     };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    lodge_sys::unit_result(r)?;
     let u32_at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().unwrap());
     let string = |o: usize| {

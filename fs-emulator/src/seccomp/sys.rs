@@ -1,40 +1,22 @@
 //! Thin wrappers over the fd-based mount API, openat2, statx and setns: the only place here
 //! that speaks errno.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-fn cstr(p: &[u8]) -> io::Result<CString> {
-    CString::new(p).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn fd_or_err(r: libc::c_long) -> io::Result<OwnedFd> {
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
-}
-
-fn ok_or_err(r: libc::c_long) -> io::Result<()> {
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+use lodge_sys::{cstring, fd_result, unit_result};
 
 pub fn open(path: &Path, flags: i32) -> io::Result<OwnedFd> {
-    let c = cstr(path.as_os_str().as_encoded_bytes())?;
+    let c = cstring(path.as_os_str().as_encoded_bytes())?;
     // SAFETY: a valid C string.
-    fd_or_err(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_long)
+    fd_result(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_long)
 }
 
 pub fn openat(dir: RawFd, path: &[u8], flags: i32) -> io::Result<OwnedFd> {
-    let c = cstr(path)?;
+    let c = cstring(path)?;
     // SAFETY: a valid C string.
-    fd_or_err(unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_long)
+    fd_result(unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_long)
 }
 
 #[repr(C)]
@@ -47,9 +29,9 @@ pub struct OpenHow {
 pub const RESOLVE_NO_XDEV: u64 = 0x01;
 
 pub fn openat2(dir: RawFd, path: &[u8], how: &OpenHow) -> io::Result<OwnedFd> {
-    let c = cstr(path)?;
+    let c = cstring(path)?;
     // SAFETY: a valid C string and open_how of the size given.
-    fd_or_err(unsafe {
+    fd_result(unsafe {
         libc::syscall(
             libc::SYS_openat2,
             dir,
@@ -72,7 +54,7 @@ pub fn mount_of(fd: RawFd) -> io::Result<(u64, bool)> {
             libc::STATX_MNT_ID,
             &mut st,
         );
-        ok_or_err(r as libc::c_long)?;
+        unit_result(r as libc::c_long)?;
         let root = st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
         Ok((st.stx_mnt_id, root))
     }
@@ -80,22 +62,22 @@ pub fn mount_of(fd: RawFd) -> io::Result<(u64, bool)> {
 
 pub fn setns(fd: RawFd, kind: i32) -> io::Result<()> {
     // SAFETY: setns on an open namespace fd.
-    ok_or_err(unsafe { libc::setns(fd, kind) } as libc::c_long)
+    unit_result(unsafe { libc::setns(fd, kind) } as libc::c_long)
 }
 
 pub fn unshare(flags: i32) -> io::Result<()> {
     // SAFETY: unshare of this thread's attributes.
-    ok_or_err(unsafe { libc::unshare(flags) } as libc::c_long)
+    unit_result(unsafe { libc::unshare(flags) } as libc::c_long)
 }
 
 pub fn fchdir(fd: RawFd) -> io::Result<()> {
     // SAFETY: fchdir to an open directory fd.
-    ok_or_err(unsafe { libc::fchdir(fd) } as libc::c_long)
+    unit_result(unsafe { libc::fchdir(fd) } as libc::c_long)
 }
 
 pub fn chroot_here() -> io::Result<()> {
     // SAFETY: a static C string.
-    ok_or_err(unsafe { libc::chroot(c".".as_ptr()) } as libc::c_long)
+    unit_result(unsafe { libc::chroot(c".".as_ptr()) } as libc::c_long)
 }
 
 pub use lodge_sys::mount::{
@@ -114,7 +96,7 @@ pub fn clone_mount(dir: RawFd, path: &[u8]) -> io::Result<OwnedFd> {
         } else {
             0
         };
-    lodge_sys::mount::open_tree(dir, &cstr(path)?, flags)
+    lodge_sys::mount::open_tree(dir, &cstring(path)?, flags)
 }
 
 /// Mounts the (detached) tree `tree` on `dir`/`path` ("" for `dir` itself).
@@ -125,7 +107,7 @@ pub fn move_mount(tree: RawFd, dir: RawFd, path: &[u8]) -> io::Result<()> {
         } else {
             0
         };
-    lodge_sys::mount::move_mount(tree, c"", dir, &cstr(path)?, flags)
+    lodge_sys::mount::move_mount(tree, c"", dir, &cstring(path)?, flags)
 }
 
 /// Sets `attrs` on the mount `fd` (and everything below it).
@@ -141,13 +123,13 @@ pub fn set_attrs(fd: RawFd, attrs: u64) -> io::Result<()> {
 /// An ioctl that returns a new fd (NS_GET_USERNS, NS_GET_PARENT).
 pub fn ioctl_fd(fd: &OwnedFd, req: libc::c_ulong) -> io::Result<OwnedFd> {
     // SAFETY: the request takes no argument and returns an fd.
-    fd_or_err(unsafe { libc::ioctl(fd.as_raw_fd(), req as _) } as libc::c_long)
+    fd_result(unsafe { libc::ioctl(fd.as_raw_fd(), req as _) } as libc::c_long)
 }
 
 pub fn setxattr(path: &str, name: &[u8], value: &[u8], flags: i32) -> io::Result<()> {
-    let (p, n) = (cstr(path.as_bytes())?, cstr(name)?);
+    let (p, n) = (cstring(path.as_bytes())?, cstring(name)?);
     // SAFETY: valid C strings and a buffer of value.len() bytes.
-    ok_or_err(unsafe {
+    unit_result(unsafe {
         libc::setxattr(
             p.as_ptr(),
             n.as_ptr(),
@@ -160,7 +142,7 @@ pub fn setxattr(path: &str, name: &[u8], value: &[u8], flags: i32) -> io::Result
 
 /// The value (or, with `size` 0, a buffer as long as the value, for the length).
 pub fn getxattr(path: &str, name: &[u8], size: usize) -> io::Result<Vec<u8>> {
-    let (p, n) = (cstr(path.as_bytes())?, cstr(name)?);
+    let (p, n) = (cstring(path.as_bytes())?, cstring(name)?);
     let mut buf = vec![0u8; size];
     // SAFETY: valid C strings and a buffer of `size` bytes.
     let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), size) };
@@ -172,7 +154,7 @@ pub fn getxattr(path: &str, name: &[u8], size: usize) -> io::Result<Vec<u8>> {
 }
 
 pub fn removexattr(path: &str, name: &[u8]) -> io::Result<()> {
-    let (p, n) = (cstr(path.as_bytes())?, cstr(name)?);
+    let (p, n) = (cstring(path.as_bytes())?, cstring(name)?);
     // SAFETY: valid C strings.
-    ok_or_err(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) } as libc::c_long)
+    unit_result(unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) } as libc::c_long)
 }
