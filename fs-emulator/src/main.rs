@@ -102,8 +102,8 @@ fn main() -> anyhow::Result<()> {
     // SIGTERM, SIGINT and SIGUSR1 (`lodge-fs stop`) are taken with sigwait below, so block
     // them before any thread starts.
     let signals = block_signals();
-    std::fs::create_dir_all(&cli.mountpoint)
-        .with_context(|| format!("creating {}", cli.mountpoint.display()))?;
+    // The mountpoint is not touched before the takeover: under a previous instance's live mount
+    // a stat would wait on the very connection this process is about to serve.
     if std::os::unix::net::UnixStream::connect(&cli.socket).is_ok() {
         anyhow::bail!(
             "lodge-fs is already running at {} (`lodge-fs --socket {} stop` stops it)",
@@ -235,6 +235,8 @@ fn mount_fresh(
 ) -> anyhow::Result<Serving> {
     // A previous instance that died leaves a dead mount ("transport endpoint is not connected").
     let _ = nix_umount(&cli.mountpoint);
+    std::fs::create_dir_all(&cli.mountpoint)
+        .with_context(|| format!("creating {}", cli.mountpoint.display()))?;
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("lodge-fs".into()),

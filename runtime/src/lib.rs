@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only parses the command line and sets up logging; every verb is an
 //! operation in [`ops`]. The runtime is synchronous and single-threaded on purpose: it forks.
 
+pub mod apparmor;
 pub mod cgroups;
 pub mod devices_bpf;
 pub mod error;

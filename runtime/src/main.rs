@@ -269,11 +269,11 @@ struct ExecArgs {
     /// Pass this many extra fds (from 3 up)
     #[arg(long, default_value_t = 0)]
     preserve_fds: u32,
-    /// Accepted for runc compatibility; not applied (no AppArmor/SELinux support)
-    #[arg(long, hide = true)]
+    /// AppArmor profile for the process
+    #[arg(long)]
     apparmor: Option<String>,
-    /// Accepted for runc compatibility; not applied (no AppArmor/SELinux support)
-    #[arg(long, hide = true)]
+    /// SELinux label for the process (refused: no SELinux support)
+    #[arg(long)]
     process_label: Option<String>,
 }
 
@@ -499,6 +499,12 @@ fn exec_options(g: &Globals, a: ExecArgs) -> Result<(String, ops::ExecOptions)> 
     }
     if a.no_new_privs {
         process.set_no_new_privileges(Some(true));
+    }
+    if let Some(profile) = a.apparmor {
+        process.set_apparmor_profile(Some(profile));
+    }
+    if let Some(label) = a.process_label {
+        process.set_selinux_label(Some(label));
     }
     if process.args().as_ref().is_none_or(|v| v.is_empty()) {
         bail!("the process to exec has no args");

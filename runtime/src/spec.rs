@@ -150,9 +150,8 @@ fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
     Ok(rootfs)
 }
 
-/// AppArmor and SELinux are not implemented: a profile or label that would matter is refused
-/// rather than silently dropped. An AppArmor profile on a host without AppArmor is ignored, as
-/// runc does.
+/// SELinux is not implemented: a label is refused rather than silently dropped. (AppArmor
+/// profiles are applied: crate::apparmor.)
 pub fn check_security_labels(process: &oci_spec::runtime::Process) -> Result<(), SpecError> {
     if process
         .selinux_label()
@@ -160,16 +159,6 @@ pub fn check_security_labels(process: &oci_spec::runtime::Process) -> Result<(),
         .is_some_and(|l| !l.is_empty())
     {
         return Err(SpecError::Unsupported("SELinux (process.selinuxLabel)"));
-    }
-    let apparmor_on = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .is_ok_and(|s| s.starts_with('Y'));
-    if apparmor_on
-        && process
-            .apparmor_profile()
-            .as_ref()
-            .is_some_and(|p| !p.is_empty())
-    {
-        return Err(SpecError::Unsupported("AppArmor (process.apparmorProfile)"));
     }
     Ok(())
 }

@@ -92,6 +92,10 @@ pub struct ContainerState {
     /// Registered with lodge-fs (its emulated files); unregistered at delete.
     #[serde(default)]
     pub fs_registered: bool,
+    /// A system container (the full rewrite, not the light mode): exec'd processes get its
+    /// rules too (no engine-default AppArmor profile).
+    #[serde(default)]
+    pub system: bool,
     /// A system container whose processes get capabilities by user (root: all, others: none).
     #[serde(default)]
     pub system_capabilities: bool,

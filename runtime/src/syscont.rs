@@ -49,6 +49,17 @@ const PRIVATE: &[(LinuxNamespaceType, &str)] = &[
     (LinuxNamespaceType::Network, "network"),
 ];
 
+/// An engine's default AppArmor profile forbids what system software does (crate::apparmor):
+/// a system container's processes run without it; a profile named explicitly stays.
+pub fn drop_engine_apparmor_profile(p: &mut oci_spec::runtime::Process) {
+    if p.apparmor_profile()
+        .as_deref()
+        .is_some_and(crate::apparmor::is_engine_default)
+    {
+        p.set_apparmor_profile(None);
+    }
+}
+
 /// Whether `path` is the runtime's own namespace of that kind: the runtime runs in the host's
 /// namespaces (PID 1's may not even be readable, as in some VMs' inits).
 fn same_as_host(path: &Path, kind: &str) -> bool {
@@ -180,10 +191,11 @@ pub fn rewrite(spec: &mut Spec, range: IdRange, honor_caps: bool) -> Result<(), 
     clamp_ping_group_range(&mut linux);
     spec.set_linux(Some(linux));
 
-    if !honor_caps {
-        if let Some(p) = spec.process_mut() {
+    if let Some(p) = spec.process_mut() {
+        if !honor_caps {
             system_capabilities(p);
         }
+        drop_engine_apparmor_profile(p);
     }
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();

@@ -470,3 +470,23 @@ fn a_second_lodge_fs_on_the_same_socket_is_refused() {
     assert_eq!(fs.status().unwrap()["resumed"], false);
     assert!(std::fs::read_dir(fs.dir.join("mnt")).is_ok());
 }
+
+#[test]
+fn a_restart_long_after_the_mount_takes_over_without_waiting_on_it() {
+    // The mount's root attributes are cached for a minute (fusefs::TTL); past that, anything that
+    // touches the mountpoint before the takeover waits on a connection nobody serves yet.
+    let mut fs = PrivateFs::start(&["--no-io-uring"]);
+    let rt = Runtime::system();
+    let b = limited(&["sleep", "1000"], 96);
+    let id = unique_id("late-restart");
+    fs.run_detached(&rt, &b, &id);
+    std::thread::sleep(std::time::Duration::from_secs(62));
+    fs.signal(libc::SIGTERM);
+    // wait_ready gives it 10 s: a lodge-fs stuck on its own mountpoint never answers.
+    fs.start_again();
+    assert_eq!(fs.status().unwrap()["resumed"], true);
+    let out = rt.sh(&id, "head -1 /proc/meminfo");
+    assert!(out.contains("98304 kB"), "{out}");
+    rt.ok(&["--fs-socket", &fs.socket(), "delete", "--force", &id]);
+    rt.assert_no_residue(&id, &b);
+}

@@ -243,3 +243,70 @@ fn without_a_mount_namespace_mounts_are_undone_at_delete() {
     );
     rt.assert_no_residue(&id, &bundle);
 }
+
+/// Runs `script` in a mount namespace whose every mount is shared, as systemd leaves a host:
+/// what the container mounts must not propagate back, whatever path its bundle is on.
+fn on_a_shared_host(script: &str) -> String {
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "unchanged", "sh", "-ec"])
+        .arg(format!("mount --make-rshared /\n{script}"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn containers_on_shared_mounts_leak_nothing_and_run_again() {
+    for rt in [Runtime::system(), Runtime::new()] {
+        let mut b = Bundle::new(&["sleep", "1000"]);
+        let volume = std::path::Path::new(lodge_tests::WORK).join(unique_id("vol"));
+        std::fs::create_dir_all(&volume).unwrap();
+        b.edit(|c| {
+            c["root"]["readonly"] = false.into();
+            c["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": "/vol", "type": "bind",
+                "source": volume.display().to_string(), "options": ["rbind"]
+            }));
+        });
+        let id = unique_id("shared");
+        let rt_cmd = |args: &str| {
+            let c = rt.command(&[]);
+            let mut line = format!("{:?}", c.get_program());
+            for a in c.get_args() {
+                line.push_str(&format!(" {a:?}"));
+            }
+            format!("{line} {args}")
+        };
+        let script = format!(
+            "count() {{ wc -l < /proc/self/mountinfo; }}\n\
+             before=$(count)\n\
+             {run}\n\
+             echo during $(($(count) - before))\n\
+             {exec} sh -c 'mount -t tmpfs t /vol && echo inner-mounted' || true\n\
+             echo after-inner $(($(count) - before))\n\
+             {del}\n\
+             echo left $(($(count) - before))\n\
+             {run}\n\
+             echo again $({exec} echo ok)\n\
+             {del}",
+            run = rt_cmd(&format!("run -d --bundle {} {id}", b.path())),
+            exec = rt_cmd(&format!("exec {id}")),
+            del = rt_cmd(&format!("delete --force {id}")),
+        );
+        let out = on_a_shared_host(&script);
+        assert_eq!(lodge_tests::field(&out, "during"), "0", "{out}");
+        // Root of a system container may mount; a plain container's root lacks CAP_SYS_ADMIN.
+        assert_eq!(out.contains("inner-mounted"), rt.system, "{out}");
+        assert_eq!(lodge_tests::field(&out, "after-inner"), "0", "{out}");
+        assert_eq!(lodge_tests::field(&out, "left"), "0", "{out}");
+        assert_eq!(lodge_tests::field(&out, "again"), "ok", "{out}");
+        std::fs::remove_dir(&volume).unwrap();
+        rt.assert_no_residue(&id, &b);
+    }
+}

@@ -289,6 +289,7 @@ fn create_in(
         mgr_registered: registered,
         special_volumes: knobs.special_volumes,
         rootfs_shift: undo.shifted.clone(),
+        system: mode == Mode::System,
         system_capabilities: mode == Mode::System && !knobs.honor_caps,
         fs_registered: undo.fs_registered,
     };

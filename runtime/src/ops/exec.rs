@@ -42,6 +42,9 @@ pub fn exec(g: &Globals, id: &str, opts: &ExecOptions) -> Result<i32> {
     if st.system_capabilities {
         crate::syscont::system_capabilities(&mut process);
     }
+    if st.system {
+        crate::syscont::drop_engine_apparmor_profile(&mut process);
+    }
     let spec = dir.load_config();
     let seccomp = spec
         .as_ref()

@@ -416,6 +416,12 @@ pub(super) fn prepare(
         None => None,
     };
     let nnp = process.no_new_privileges() == Some(true);
+    // As runc: set while still root in the container, entered at the execve.
+    if let Some(profile) =
+        crate::apparmor::effective_profile(process.apparmor_profile().as_deref(), false)
+    {
+        crate::apparmor::change_onexec(&profile).map_err(|e| Fail(e.to_string(), 0))?;
+    }
     set_rlimits(process)?;
     ctx("scheduler", super::sched::apply_scheduler(process))?;
     ctx("ioPriority", super::sched::apply_io_priority(process))?;

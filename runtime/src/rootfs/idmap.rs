@@ -249,13 +249,25 @@ pub fn userns_with_maps(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> io::R
     result
 }
 
-/// A detached copy of `source` (with its submounts when `recursive`).
+/// A detached copy of `source` (with its submounts when `recursive`), as a slave of the host's
+/// mounts: a copy of a shared mount (systemd makes every mount shared) would otherwise join its
+/// peer group, so whatever the container mounts on it would show up on the host, and
+/// pivot_root refuses a shared root. The copy still receives the host's mounts below it, as
+/// runc's default `rslave` gives.
 pub fn clone_tree(source: &Path, recursive: bool) -> io::Result<OwnedFd> {
     let mut flags = OPEN_TREE_CLONE;
+    let mut at = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
+        at |= libc::AT_RECURSIVE as libc::c_uint;
     }
-    lodge_sys::mount::open_tree(libc::AT_FDCWD, &sys::cstr(source)?, flags)
+    let tree = lodge_sys::mount::open_tree(libc::AT_FDCWD, &sys::cstr(source)?, flags)?;
+    let slave = MountAttr {
+        propagation: libc::MS_SLAVE,
+        ..MountAttr::default()
+    };
+    lodge_sys::mount::mount_setattr(tree.as_raw_fd(), c"", at, &slave)?;
+    Ok(tree)
 }
 
 /// A detached copy of `source` (with its submounts when `recursive`), ID-mapped through `userns`.
