@@ -34,6 +34,10 @@ struct Cli {
     /// older kernels' path)
     #[arg(long, hide = true)]
     no_statmount: bool,
+    /// Procfs and sysfs mounted inside containers are assembled in a staging mount namespace,
+    /// as on kernels before 6.15, even where this one could build them detached (tests that path)
+    #[arg(long, hide = true)]
+    staged_mounts: bool,
     /// FUSE worker threads (default: one per CPU it may use, at most 8; pinned one per CPU when
     /// that covers them all)
     #[arg(long)]
@@ -138,9 +142,13 @@ fn main() -> anyhow::Result<()> {
         }
         None
     } else {
-        let agent =
-            lodge_fs::seccomp::Agent::new(&cli.mountpoint, registry.clone(), !cli.no_statmount)
-                .context("starting the seccomp agent")?;
+        let agent = lodge_fs::seccomp::Agent::new(
+            &cli.mountpoint,
+            registry.clone(),
+            !cli.no_statmount,
+            cli.staged_mounts,
+        )
+        .context("starting the seccomp agent")?;
         agent.keep_listeners_with(continuity.clone());
         let socket = cli
             .seccomp_socket

@@ -646,9 +646,10 @@ impl Cgroup {
                     write(&dir.join("cpu.idle"), &idle.to_string())?;
                 }
                 if let Some(shares) = c.shares().filter(|s| *s > 0) {
-                    // The conversion runc and crun use between v1 shares and v2 weight.
-                    let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
-                    write(&dir.join("cpu.weight"), &weight.to_string())?;
+                    write(
+                        &dir.join("cpu.weight"),
+                        &shares_to_weight(shares).to_string(),
+                    )?;
                 }
                 if c.quota().is_some_and(|q| q != 0) || c.period().is_some_and(|p| p != 0) {
                     let quota = match c.quota() {
@@ -920,6 +921,11 @@ pub struct Delegation {
     pub entry: Vec<PathBuf>,
     /// The v2 leaf init moves into once its cgroup namespace exists.
     pub v2_leaf: Option<PathBuf>,
+}
+
+/// The conversion runc and crun use between v1 CPU shares and the v2 weight.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142
 }
 
 fn make_dir(dir: &Path) -> Result<()> {

@@ -33,6 +33,10 @@ pub enum Error {
     SystemContainer(#[from] crate::syscont::SysContError),
     #[error(transparent)]
     Signal(#[from] UnknownSignal),
+    #[error(transparent)]
+    Scope(#[from] crate::systemd_scope::ScopeError),
+    #[error(transparent)]
+    AppArmor(#[from] crate::apparmor::AppArmorError),
     #[error("{0}")]
     InvalidId(String),
     #[error("container {id} is {status}: {action}")]

@@ -1,17 +1,51 @@
-//! `--systemd-cgroup` on a host where systemd is PID 1: the container's cgroup is registered with
-//! systemd as a transient scope (`StartTransientUnit`, `Delegate=yes`), so systemd owns the unit
-//! and leaves the container's subtree to lodge-runc, which still writes the limits through
-//! cgroupfs. The D-Bus calls go through systemd's own `busctl`, which keeps lodge-runc free of a
-//! D-Bus stack and single-threaded.
+//! `--systemd-cgroup` on a host where systemd is PID 1: the container's cgroup is a transient
+//! scope (`StartTransientUnit`, `Delegate=yes`) that systemd creates, with the container's limits
+//! as the unit's properties (MemoryMax, TasksMax, CPUWeight, ...), so systemd's own writes to the
+//! scope agree with them. lodge-runc then writes the same limits through cgroupfs and lays the
+//! delegated layout out inside (docs/architecture.md).
 //!
-//! Without systemd as PID 1 (no /run/systemd/system), the same `slice:prefix:name` path is served
-//! by cgroupfs alone, with a warning.
+//! A scope needs a process when it starts, and systemd moves that process into the scope's root.
+//! Init cannot be it: once it sits in the root, the container can enable no controller below
+//! (cgroup v2 allows no process in a cgroup that has controllers enabled for its children). So a
+//! placeholder child holds the scope until init is in place, and is then killed.
 //!
-//! Untested on the development machine, whose PID 1 is not systemd: only the fallback is covered
-//! by the integration suite (docs/architecture.md says so).
+//! The D-Bus calls go through zbus on a current-thread tokio runtime that lives only for the
+//! call: lodge-runc stays single-threaded whenever it forks (checked by `threads()`).
+//!
+//! Without systemd as PID 1 (no /run/systemd/system) the same `slice:prefix:name` path is
+//! served by cgroupfs alone, with a warning.
 
 use std::path::Path;
-use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::LinuxResources;
+use thiserror::Error;
+use zbus::zvariant::Value;
+
+const DESTINATION: &str = "org.freedesktop.systemd1";
+const PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+/// How long a scope's stop waits for its processes after SIGTERM, before SIGKILL (systemd's
+/// default is 90 s: a host shutdown would wait that long on a container's init that ignores
+/// SIGTERM, as systemd does).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum ScopeError {
+    #[error(
+        "the systemd cgroup driver talks to systemd over the system D-Bus, which is not reachable \
+         ({0}); start dbus, or run without --systemd-cgroup"
+    )]
+    NoBus(String),
+    #[error("systemd refused to start scope {unit}: {reason}")]
+    Start { unit: String, reason: String },
+    #[error("systemd did not put scope {unit} in place within {secs} s (journalctl -u {unit})")]
+    NotStarted { unit: String, secs: u64 },
+    #[error("stopping scope {unit}: {reason}")]
+    Stop { unit: String, reason: String },
+    #[error("the systemd cgroup driver: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// Whether systemd is the running init (sd_booted's test).
 pub fn booted() -> bool {
@@ -25,60 +59,243 @@ pub fn unit_and_slice(cgroups_path: &str, id: &str) -> (String, String) {
         .unwrap_or_else(|| (format!("lodge-{id}.scope"), "system.slice".to_string()))
 }
 
-fn busctl(args: &[&str]) -> std::io::Result<()> {
-    let out = Command::new("busctl")
-        .args([
-            "call",
-            "org.freedesktop.systemd1",
-            "/org/freedesktop/systemd1",
-            "org.freedesktop.systemd1.Manager",
-        ])
-        .args(args)
-        .output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
+/// Runs `call` against the system bus on a runtime that ends with it.
+fn on_bus<T>(
+    call: impl AsyncFnOnce(&zbus::Connection) -> Result<T, ScopeError>,
+) -> Result<T, ScopeError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let conn = zbus::Connection::system()
+            .await
+            .map_err(|e| ScopeError::NoBus(e.to_string()))?;
+        call(&conn).await
+    })
+}
+
+async fn manager_call<B>(conn: &zbus::Connection, method: &str, body: &B) -> zbus::Result<()>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    conn.call_method(Some(DESTINATION), PATH, Some(MANAGER), method, body)
+        .await
+        .map(drop)
+}
+
+/// A transient scope in place, held by a placeholder process until the container's init is in
+/// its cgroup (`release`). Dropped unreleased (a failed create), the scope is stopped.
+pub struct Scope {
+    pub unit: String,
+    placeholder: Option<i32>,
+}
+
+impl Scope {
+    /// Starts scope `unit` in `slice` with the container's limits and waits until systemd has
+    /// made its cgroup (the placeholder is in it).
+    pub fn start(
+        unit: &str,
+        slice: &str,
+        id: &str,
+        resources: Option<&LinuxResources>,
+    ) -> Result<Scope, ScopeError> {
+        let placeholder = spawn_placeholder()?;
+        let mut scope = Scope {
+            unit: unit.to_string(),
+            placeholder: Some(placeholder),
+        };
+        let description = format!("lodge-runc container {id}");
+        let mut props: Vec<(&str, Value)> = vec![
+            ("Description", description.as_str().into()),
+            ("Delegate", true.into()),
+            ("PIDs", vec![placeholder as u32].into()),
+            ("TimeoutStopUSec", (STOP_TIMEOUT.as_micros() as u64).into()),
+            ("MemoryAccounting", true.into()),
+            ("CPUAccounting", true.into()),
+            ("TasksAccounting", true.into()),
+            ("IOAccounting", true.into()),
+        ];
+        if !slice.is_empty() {
+            props.push(("Slice", slice.into()));
+        }
+        props.extend(unit_properties(resources));
+        let aux: Vec<(&str, Vec<(&str, Value)>)> = vec![];
+        on_bus(async |conn| {
+            manager_call(conn, "StartTransientUnit", &(unit, "replace", props, aux))
+                .await
+                .map_err(|e| ScopeError::Start {
+                    unit: unit.to_string(),
+                    reason: e.to_string(),
+                })
+        })?;
+        // The job runs after the call returns: wait until the placeholder is in the scope.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let suffix = format!("/{unit}");
+        loop {
+            let cgroup = std::fs::read_to_string(format!("/proc/{placeholder}/cgroup"))?;
+            if cgroup
+                .lines()
+                .any(|l| l.starts_with("0::") && l.trim_end().ends_with(&suffix))
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = scope.stop();
+                return Err(ScopeError::NotStarted {
+                    unit: unit.to_string(),
+                    secs: 10,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::debug!(unit, slice, "systemd scope in place");
+        Ok(scope)
+    }
+
+    /// Init is in the scope's cgroup: the placeholder goes (the scope lives on with init).
+    pub fn release(mut self) -> String {
+        self.kill_placeholder();
+        std::mem::take(&mut self.unit)
+    }
+
+    fn kill_placeholder(&mut self) {
+        if let Some(pid) = self.placeholder.take() {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), ScopeError> {
+        self.kill_placeholder();
+        stop(&self.unit)
     }
 }
 
-/// Registers `pid` as transient scope `unit` in `slice`, delegated to lodge-runc.
-pub fn start(unit: &str, slice: &str, pid: i32, id: &str) -> std::io::Result<()> {
-    let description = format!("lodge-runc container {id}");
-    let pid = pid.to_string();
-    busctl(&[
-        "StartTransientUnit",
-        "ssa(sv)a(sa(sv))",
-        unit,
-        "replace",
-        "4",
-        "Description",
-        "s",
-        &description,
-        "Slice",
-        "s",
-        slice,
-        "Delegate",
-        "b",
-        "true",
-        "PIDs",
-        "au",
-        "1",
-        &pid,
-        "0",
-    ])
+impl Drop for Scope {
+    fn drop(&mut self) {
+        if self.unit.is_empty() {
+            return;
+        }
+        if let Err(e) = self.stop() {
+            tracing::warn!(unit = %self.unit, error = %e, "stopping the scope of a failed create");
+        }
+    }
 }
 
-/// Stops the scope (at delete).
-pub fn stop(unit: &str) -> std::io::Result<()> {
-    busctl(&["StopUnit", "ss", unit, "replace"])
+/// A child that only waits to be killed (and dies with lodge-runc).
+fn spawn_placeholder() -> Result<i32, ScopeError> {
+    match crate::sys::fork_with_flags(0)? {
+        crate::sys::Forked::Child => {
+            // SAFETY: async-signal-safe calls only, in a forked child of a single thread.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        crate::sys::Forked::Parent(pid) => Ok(pid),
+    }
+}
+
+/// Stops the scope (at delete) and forgets a failed result, so no unit is left behind.
+pub fn stop(unit: &str) -> Result<(), ScopeError> {
+    on_bus(async |conn| {
+        let stopped = manager_call(conn, "StopUnit", &(unit, "replace")).await;
+        let _ = manager_call(conn, "ResetFailedUnit", &(unit,)).await;
+        match stopped {
+            // Already gone: the scope ends by itself when its last process exits.
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                Ok(())
+            }
+            other => other.map_err(|e| ScopeError::Stop {
+                unit: unit.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    })
+}
+
+/// The unit properties for the spec's limits, converted as runc's systemd driver converts them.
+fn unit_properties(r: Option<&LinuxResources>) -> Vec<(&'static str, Value<'static>)> {
+    let mut props: Vec<(&'static str, Value<'static>)> = vec![];
+    let Some(r) = r else { return props };
+    let limit = |v: i64| if v < 0 { u64::MAX } else { v as u64 };
+    if let Some(m) = r.memory() {
+        if let Some(l) = m.limit().filter(|l| *l != 0) {
+            props.push(("MemoryMax", limit(l).into()));
+        }
+        if let Some(l) = m.reservation().filter(|l| *l > 0) {
+            props.push(("MemoryLow", (l as u64).into()));
+        }
+        // OCI's swap is memory + swap; cgroup v2's swap limit is the swap alone.
+        match (m.swap(), m.limit()) {
+            (Some(-1), _) => props.push(("MemorySwapMax", u64::MAX.into())),
+            (Some(s), Some(l)) if s > 0 && l > 0 && s >= l => {
+                props.push(("MemorySwapMax", ((s - l) as u64).into()))
+            }
+            _ => {}
+        }
+    }
+    if let Some(l) = r.pids().as_ref().map(|p| p.limit()).filter(|l| *l != 0) {
+        props.push(("TasksMax", limit(l).into()));
+    }
+    if let Some(c) = r.cpu() {
+        if let Some(shares) = c.shares().filter(|s| *s > 0) {
+            props.push(("CPUWeight", crate::cgroups::shares_to_weight(shares).into()));
+        }
+        if let Some(quota) = c.quota().filter(|q| *q > 0) {
+            let period = c.period().filter(|p| *p > 0).unwrap_or(100_000);
+            // Per second, rounded up to 10 ms as systemd stores it (runc does the same).
+            let per_sec = (quota as u64 * 1_000_000).div_ceil(period).div_ceil(10_000) * 10_000;
+            props.push(("CPUQuotaPerSecUSec", per_sec.into()));
+            props.push(("CPUQuotaPeriodUSec", period.into()));
+        }
+        if let Some(mask) = c.cpus().as_deref().and_then(cpu_mask) {
+            props.push(("AllowedCPUs", mask.into()));
+        }
+        if let Some(mask) = c.mems().as_deref().and_then(cpu_mask) {
+            props.push(("AllowedMemoryNodes", mask.into()));
+        }
+    }
+    props
+}
+
+/// A CPU or node list ("0-2,4") as systemd's bitmask bytes (bit i of byte i/8 is CPU i).
+fn cpu_mask(list: &str) -> Option<Vec<u8>> {
+    let mut mask = vec![];
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?),
+            None => {
+                let n = part.parse::<usize>().ok()?;
+                (n, n)
+            }
+        };
+        if a > b || b >= 8192 {
+            return None;
+        }
+        for cpu in a..=b {
+            if mask.len() <= cpu / 8 {
+                mask.resize(cpu / 8 + 1, 0);
+            }
+            mask[cpu / 8] |= 1 << (cpu % 8);
+        }
+    }
+    (!mask.is_empty()).then_some(mask)
+}
+
+/// The threads of this process: lodge-runc forks, so it must stay single-threaded.
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::unit_and_slice;
+    use super::*;
 
     #[test]
     fn names() {
@@ -94,5 +311,46 @@ mod tests {
             unit_and_slice("", "x"),
             ("lodge-x.scope".into(), "system.slice".into())
         );
+    }
+
+    #[test]
+    fn cpu_lists_become_masks() {
+        assert_eq!(cpu_mask("0"), Some(vec![1]));
+        assert_eq!(cpu_mask("0-2,9"), Some(vec![0b111, 0b10]));
+        assert_eq!(cpu_mask("3-1"), None);
+        assert_eq!(cpu_mask("x"), None);
+    }
+
+    #[test]
+    fn limits_become_properties() {
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": {"limit": 268435456, "swap": 536870912, "reservation": 1048576},
+            "pids": {"limit": 100},
+            "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "1"}
+        }))
+        .unwrap();
+        let props = unit_properties(Some(&r));
+        let get = |k: &str| {
+            props
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        assert_eq!(get("MemoryMax").as_deref(), Some("uint64 268435456"));
+        assert_eq!(get("MemorySwapMax").as_deref(), Some("uint64 268435456"));
+        assert_eq!(get("MemoryLow").as_deref(), Some("uint64 1048576"));
+        assert_eq!(get("TasksMax").as_deref(), Some("uint64 100"));
+        assert_eq!(get("CPUWeight").as_deref(), Some("uint64 39"));
+        assert_eq!(get("CPUQuotaPerSecUSec").as_deref(), Some("uint64 500000"));
+        assert!(get("AllowedCPUs").is_some());
+    }
+
+    #[test]
+    fn no_bus_is_a_clear_error_and_leaves_one_thread() {
+        if Path::new("/run/dbus/system_bus_socket").exists() {
+            return;
+        }
+        let err = stop("lodge-none.scope").unwrap_err().to_string();
+        assert!(err.contains("system D-Bus"), "{err}");
     }
 }

@@ -80,6 +80,33 @@ pub fn mount_setattr(
     })
 }
 
+/// mount(2), the legacy call.
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let ptr = |s: Option<&CStr>| s.map_or(std::ptr::null(), CStr::as_ptr);
+    // SAFETY: valid C strings or NULL.
+    unit_result(unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    } as libc::c_long)
+}
+
+/// umount2(2).
+pub fn umount(target: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid C string.
+    unit_result(unsafe { libc::umount2(target.as_ptr(), flags) } as libc::c_long)
+}
+
 const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_SET_FD: libc::c_uint = 5;
@@ -97,6 +124,11 @@ impl FsContext {
         // SAFETY: a valid C string; the result is a new fd.
         fd_result(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })
             .map(FsContext)
+    }
+
+    /// A context fsopen(2) returned elsewhere (in a child that shares the fd table).
+    pub fn from_fd(fd: OwnedFd) -> FsContext {
+        FsContext(fd)
     }
 
     /// fspick(2) of the filesystem of mount `mount`, to reconfigure it.

@@ -35,12 +35,38 @@ fn host_proc_mounts() -> usize {
 #[test]
 fn a_new_procfs_inside_is_emulated_in_any_pid_and_user_namespace() {
     let c = busybox(256);
+    new_filesystems_are_emulated(|script| c.sh(script));
+}
+
+#[test]
+fn new_filesystems_are_emulated_where_the_kernel_cannot_mount_onto_detached_trees() {
+    // Kernels before 6.15 (Debian 12's 6.1 and 6.12): lodge-fs assembles the tree in a staging
+    // mount namespace of its own. `--staged-mounts` takes that path on this kernel too.
+    let fs = PrivateFs::start(&["--staged-mounts"]);
+    let rt = Runtime::system();
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.edit(|c| {
+        c["root"]["readonly"] = false.into();
+        c["linux"]["resources"] = serde_json::json!({"memory": {"limit": 256u64 << 20}});
+    });
+    let id = unique_id("staged");
+    fs.run_detached(&rt, &b, &id);
+    new_filesystems_are_emulated(|script| rt.sh(&id, script));
+    rt.ok(&["--fs-socket", &fs.socket(), "delete", "--force", &id]);
+    rt.assert_no_residue(&id, &b);
+    let log = std::fs::read_to_string(fs.dir.join("log")).unwrap_or_default();
+    assert!(log.contains("staging mount namespace"), "{log}");
+}
+
+/// A procfs in new pid and user namespaces, one mounted beside /proc, and a sysfs: each with the
+/// emulation and masks of the container (`sh` runs a script in it; its memory limit: 256 MiB).
+fn new_filesystems_are_emulated(sh: impl Fn(&str) -> String) {
     let host_before = host_proc_mounts();
     for (what, unshare) in [
         ("pid namespace", "unshare -fp --mount-proc"),
         ("user namespace", "unshare -Urfpm --mount-proc"),
     ] {
-        let out = c.sh(&format!(
+        let out = sh(&format!(
             "{unshare} sh -c 'echo pid $$; echo mem $(grep MemTotal /proc/meminfo); \
              echo up $(cat /proc/uptime); echo procs $(ls /proc | grep -c \"^[0-9]\"); \
              echo timer $(wc -c < /proc/timer_list)'"
@@ -54,7 +80,7 @@ fn a_new_procfs_inside_is_emulated_in_any_pid_and_user_namespace() {
     }
     // A procfs mounted in the container's own namespaces: the same tree as its /proc, and not
     // one helper mount besides (here or on the host).
-    let out = c.sh(
+    let out = sh(
         "before=$(grep -c . /proc/self/mountinfo); mkdir -p /mnt/p; \
          mount -t proc -o hidepid=2 proc /mnt/p; echo rc $?; \
          echo added $(( $(grep -c . /proc/self/mountinfo) - before )); \
@@ -84,7 +110,7 @@ fn a_new_procfs_inside_is_emulated_in_any_pid_and_user_namespace() {
         "a helper mount on the host"
     );
     // A new sysfs carries the emulated /sys files too.
-    let out = c.sh("mkdir -p /mnt/s; mount -t sysfs sysfs /mnt/s; echo rc $?; \
+    let out = sh("mkdir -p /mnt/s; mount -t sysfs sysfs /mnt/s; echo rc $?; \
          echo emulated $(awk '$5 ~ \"^/mnt/s/\"' /proc/self/mountinfo | grep -c lodge-fs); \
          echo firmware $(ls /mnt/s/firmware | wc -l); umount -l /mnt/s");
     assert_eq!(field(&out, "rc"), "0", "{out}");

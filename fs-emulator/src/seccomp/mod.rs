@@ -44,8 +44,9 @@ pub struct Agent {
     registry: Arc<crate::registry::Registry>,
     /// st_dev of lodge-fs's own files.
     emulated_dev: u64,
-    /// Whether this kernel lets the agent build procfs and sysfs trees (`newfs::supported`).
-    builds_trees: bool,
+    /// How procfs and sysfs trees are built: detached (`newfs::supported`, 6.15+), or staged
+    /// in lodge-fs's own mount namespace (older kernels).
+    staging: Option<newfs::Staging>,
     /// Whether the kernel has statmount(2) and listmount(2) (6.8): mount lookups then need
     /// not read the caller's whole mount table.
     has_statmount: bool,
@@ -55,27 +56,31 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// `statmount`: use statmount(2) where the kernel has it.
+    /// `statmount`: use statmount(2) where the kernel has it. `staged`: build procfs and sysfs
+    /// trees the way kernels before 6.15 need even where detached trees would do (a test knob).
     pub fn new(
         emulated_root: &Path,
         registry: Arc<crate::registry::Registry>,
         statmount: bool,
+        staged: bool,
     ) -> io::Result<Agent> {
         use std::os::unix::fs::MetadataExt;
-        let builds_trees = newfs::supported();
-        if !builds_trees {
-            tracing::warn!(
-                "this kernel lacks procfs's pidns option or mounts onto detached trees (< 6.15): \
-                 procfs and sysfs mounted inside containers will show the host's view"
+        let staging = if staged || !newfs::supported() {
+            tracing::info!(
+                "procfs and sysfs mounted inside containers are assembled in a staging mount \
+                 namespace (this kernel cannot mount onto detached trees, < 6.15)"
             );
-        }
+            Some(newfs::Staging::new()?)
+        } else {
+            None
+        };
         let has_statmount = statmount
             && sys::open(Path::new("/"), libc::O_PATH)
                 .and_then(|root| statmount::around(root.as_raw_fd(), true))
                 .is_ok();
         Ok(Agent {
             host: HostView::open()?,
-            builds_trees,
+            staging,
             has_statmount,
             registry,
             emulated_dev: std::fs::metadata(emulated_root)?.dev(),
@@ -478,12 +483,10 @@ impl Call<'_> {
             attrs: newfs::attrs_of(flags),
             overlays,
         };
-        if !self.agent.builds_trees {
-            // A kernel without procfs's pidns option or mounts onto detached trees (< 6.15):
-            // the kernel mounts it as asked, without the emulation (logged at start).
-            return Outcome::Continue;
-        }
-        let tree = try_call!(newfs::build(&self.agent.host, &req));
+        let tree = match &self.agent.staging {
+            None => try_call!(newfs::build(&self.agent.host, &req)),
+            Some(staging) => try_call!(newfs::build_staged(&self.agent.host, staging, &req)),
+        };
         if !self.live() {
             return Outcome::Done;
         }

@@ -9,10 +9,22 @@
 //! 3. the caller's read-only flag on the whole tree, then one move_mount into its namespace.
 //!
 //! Nothing is mounted anywhere in between, so no helper mount shows up in any mount table.
+//!
+//! Kernels before 6.15 (every distribution kernel today: Debian 12's 6.1, 6.12) cannot mount onto
+//! a detached tree, and before 6.16 procfs takes its pid namespace from whoever creates the
+//! context. There `build_staged` does the same in three steps (`Staging`):
+//! 1. the filesystem context is opened by a child cloned into the caller's pid namespace (procfs)
+//!    or by the agent thread in the caller's network namespace (sysfs); the agent configures and
+//!    mounts it (a detached mount made in the host's mount namespace, so the kernel's "fully
+//!    visible" check that refuses the container's own procfs mounts does not apply);
+//! 2. in a private mount namespace of lodge-fs's own, the filesystem is attached on a scratch
+//!    directory, the overlays are mounted on it, and the whole is cloned into a detached tree;
+//! 3. that tree is attached where the caller asked, as above.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::policy::Overlay;
 use super::sys;
@@ -125,10 +137,79 @@ pub fn supported() -> bool {
     probe().is_ok()
 }
 
+/// The filesystem's context, configured with the caller's options (step 1 of both builds).
+fn context(
+    req: &Request,
+    open: impl FnOnce() -> io::Result<sys::FsContext>,
+) -> io::Result<sys::FsContext> {
+    let fs = open()?;
+    for (k, v) in caller_options(req.kind, req.options)? {
+        fs.set(&k, v.as_deref())?;
+    }
+    Ok(fs)
+}
+
+/// The container's own masks and files, cloned where its init sees them, in overlay order.
+fn container_clones<'r>(host: &HostView, req: &'r Request) -> io::Result<Vec<(OwnedFd, &'r Path)>> {
+    let _in_container = host.enter(req.init_pid)?;
+    Ok(req
+        .overlays
+        .iter()
+        .filter_map(|o| match o {
+            Overlay::Clone(rel) => {
+                let at = Path::new(req.kind.dir()).join(strip_root_path(rel));
+                sys::clone_mount(libc::AT_FDCWD, at.as_os_str().as_encoded_bytes())
+                    .ok()
+                    .map(|fd| (fd, rel.as_path()))
+            }
+            Overlay::ReadOnlySelf(_) => None,
+        })
+        .collect())
+}
+
+/// Mounts the overlays on the tree at `dir`/`base` (`base` empty: `dir` is the detached tree).
+fn mount_overlays(
+    req: &Request,
+    dir: RawFd,
+    base: &[u8],
+    clones: Vec<(OwnedFd, &Path)>,
+) -> io::Result<()> {
+    let at = |rel: &Path| {
+        let mut p = base.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(strip_root(rel));
+        p
+    };
+    let mut clones = clones.into_iter().peekable();
+    for o in req.overlays {
+        let (fd, rel) = match o {
+            Overlay::ReadOnlySelf(rel) => {
+                let Ok(fd) = sys::clone_mount(dir, &at(rel)) else {
+                    continue; // not in this filesystem
+                };
+                sys::set_attrs(fd.as_raw_fd(), sys::MOUNT_ATTR_RDONLY)?;
+                (fd, rel.as_path())
+            }
+            Overlay::Clone(rel) => match clones.peek() {
+                Some((_, r)) if *r == rel.as_path() => clones.next().expect("peeked"),
+                _ => continue,
+            },
+        };
+        match sys::move_mount(fd.as_raw_fd(), dir, &at(rel)) {
+            // The path is not there in this one (another network namespace's sysfs, …).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 /// Builds the tree (detached).
 pub fn build(host: &HostView, req: &Request) -> io::Result<OwnedFd> {
     let make = || -> io::Result<OwnedFd> {
-        let fs = match req.kind {
+        let fs = context(req, || match req.kind {
             Kind::Proc => {
                 let fs = sys::FsContext::open("proc")?;
                 let pidns = sys::open(
@@ -136,63 +217,147 @@ pub fn build(host: &HostView, req: &Request) -> io::Result<OwnedFd> {
                     libc::O_RDONLY,
                 )?;
                 fs.set_fd("pidns", pidns.as_raw_fd())?;
-                fs
+                Ok(fs)
             }
-            Kind::Sys => sys::FsContext::open("sysfs")?,
-        };
-        for (k, v) in caller_options(req.kind, req.options)? {
-            fs.set(&k, v.as_deref())?;
-        }
+            Kind::Sys => sys::FsContext::open("sysfs"),
+        })?;
         fs.mount(req.attrs & !sys::MOUNT_ATTR_RDONLY)
     };
     let tree = match req.kind {
         Kind::Proc => make()?,
         Kind::Sys => host.in_netns(req.tid, make)?,
     };
-    // The container's own masks and files, cloned where its init sees them.
-    let clones: Vec<(OwnedFd, &Path)> = {
-        let _in_container = host.enter(req.init_pid)?;
-        req.overlays
-            .iter()
-            .filter_map(|o| match o {
-                Overlay::Clone(rel) => {
-                    let at = Path::new(req.kind.dir()).join(strip_root_path(rel));
-                    sys::clone_mount(libc::AT_FDCWD, at.as_os_str().as_encoded_bytes())
-                        .ok()
-                        .map(|fd| (fd, rel.as_path()))
-                }
-                Overlay::ReadOnlySelf(_) => None,
-            })
-            .collect()
-    };
-    let mut clones = clones.into_iter();
-    for o in req.overlays {
-        let (fd, rel) = match o {
-            Overlay::ReadOnlySelf(rel) => {
-                let Ok(fd) = sys::clone_mount(tree.as_raw_fd(), strip_root(rel)) else {
-                    continue; // not in this filesystem
-                };
-                sys::set_attrs(fd.as_raw_fd(), sys::MOUNT_ATTR_RDONLY)?;
-                (fd, rel.as_path())
-            }
-            Overlay::Clone(rel) => match clones.as_slice().first() {
-                Some((_, r)) if *r == rel.as_path() => {
-                    let (fd, rel) = clones.next().expect("peeked");
-                    (fd, rel)
-                }
-                _ => continue,
-            },
-        };
-        match sys::move_mount(fd.as_raw_fd(), tree.as_raw_fd(), strip_root(rel)) {
-            // The path is not there in this one (another network namespace's sysfs, …).
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            other => other?,
-        }
-    }
+    let clones = container_clones(host, req)?;
+    mount_overlays(req, tree.as_raw_fd(), b"", clones)?;
     if req.attrs & sys::MOUNT_ATTR_RDONLY != 0 {
         sys::set_attrs(tree.as_raw_fd(), sys::MOUNT_ATTR_RDONLY)?;
     }
     Ok(tree)
+}
+
+/// A private mount namespace of lodge-fs's own with a scratch tmpfs, where trees are assembled
+/// on kernels that cannot mount onto detached ones. Nothing mounted there is seen elsewhere.
+pub struct Staging {
+    mnt: OwnedFd,
+    next: AtomicU64,
+}
+
+/// Where the scratch tmpfs sits in the staging namespace (any directory would do: the
+/// namespace is lodge-fs's alone).
+const SCRATCH: &str = "/tmp";
+
+impl Staging {
+    pub fn new() -> io::Result<Staging> {
+        // A thread of its own: unshare(CLONE_NEWNS) moves only the caller.
+        let mnt = std::thread::spawn(|| -> io::Result<OwnedFd> {
+            sys::unshare(libc::CLONE_NEWNS)?;
+            lodge_sys::mount::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
+            lodge_sys::mount::mount(
+                Some(c"lodge-fs-staging"),
+                &lodge_sys::cstring(SCRATCH.as_bytes())?,
+                Some(c"tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some(c"mode=0700"),
+            )?;
+            sys::open(Path::new("/proc/thread-self/ns/mnt"), libc::O_RDONLY)
+        })
+        .join()
+        .map_err(|_| io::Error::other("staging thread panicked"))??;
+        Ok(Staging {
+            mnt,
+            next: AtomicU64::new(0),
+        })
+    }
+}
+
+/// Opens a procfs context in the caller's pid namespace: a child cloned into it opens it, into
+/// the fd table it shares with lodge-fs (a thread cannot change its own pid namespace).
+fn proc_context_in_pidns(host: &HostView, tid: i32) -> io::Result<sys::FsContext> {
+    let pidns = sys::open(Path::new(&format!("/proc/{tid}/ns/pid")), libc::O_RDONLY)?;
+    let (mut r, w) = std::io::pipe()?;
+    sys::setns(pidns.as_raw_fd(), libc::CLONE_NEWPID)?;
+    // SAFETY: a fork-like clone (no new stack) sharing the fd table. The child makes raw
+    // syscalls only (no allocation: other threads may hold the allocator's locks) and exits.
+    let child = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_FILES | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if child == 0 {
+        // SAFETY: raw syscalls on a static string and our own pipe, then _exit.
+        unsafe {
+            let fd = libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), 1 as libc::c_uint);
+            let answer: i64 = if fd < 0 {
+                -(*libc::__errno_location() as i64)
+            } else {
+                fd
+            };
+            libc::write(w.as_raw_fd(), (&answer as *const i64).cast(), 8);
+            libc::_exit(0);
+        }
+    }
+    let restored = host.restore_pid_for_children();
+    if child < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The fd table is shared: the write end stays open until the child is done with it.
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(child as i32, std::ptr::null_mut(), 0) };
+    drop(w);
+    restored.expect("returning to lodge-fs's pid namespace for children");
+    let mut answer = [0u8; 8];
+    let got = std::io::Read::read(&mut r, &mut answer);
+    match (got, i64::from_ne_bytes(answer)) {
+        (Ok(8), fd) if fd >= 0 => {
+            // SAFETY: the child opened it in our shared fd table and handed its number over.
+            Ok(sys::FsContext::from_fd(unsafe {
+                OwnedFd::from_raw_fd(fd as RawFd)
+            }))
+        }
+        (Ok(8), errno) => Err(io::Error::from_raw_os_error(-errno as i32)),
+        _ => Err(io::Error::other("the procfs context child did not answer")),
+    }
+}
+
+/// `build` for kernels without mounts onto detached trees or procfs's `pidns` (see the module
+/// comment).
+pub fn build_staged(host: &HostView, staging: &Staging, req: &Request) -> io::Result<OwnedFd> {
+    let make = || -> io::Result<OwnedFd> {
+        let fs = context(req, || match req.kind {
+            Kind::Proc => proc_context_in_pidns(host, req.tid),
+            Kind::Sys => sys::FsContext::open("sysfs"),
+        })?;
+        fs.mount(req.attrs & !sys::MOUNT_ATTR_RDONLY)
+    };
+    let fs = match req.kind {
+        Kind::Proc => make()?,
+        Kind::Sys => host.in_netns(req.tid, make)?,
+    };
+    let clones = container_clones(host, req)?;
+    let _staged = host.enter_ns(&staging.mnt)?;
+    let dir = format!("{SCRATCH}/{}", staging.next.fetch_add(1, Ordering::Relaxed));
+    std::fs::create_dir(&dir)?;
+    let assembled = (|| {
+        sys::move_mount(fs.as_raw_fd(), libc::AT_FDCWD, dir.as_bytes())?;
+        mount_overlays(req, libc::AT_FDCWD, dir.as_bytes(), clones)?;
+        let tree = lodge_sys::mount::open_tree(
+            libc::AT_FDCWD,
+            &lodge_sys::cstring(dir.as_bytes())?,
+            lodge_sys::mount::OPEN_TREE_CLONE | libc::AT_RECURSIVE as libc::c_uint,
+        )?;
+        if req.attrs & sys::MOUNT_ATTR_RDONLY != 0 {
+            sys::set_attrs(tree.as_raw_fd(), sys::MOUNT_ATTR_RDONLY)?;
+        }
+        Ok(tree)
+    })();
+    let _ = lodge_sys::mount::umount(&lodge_sys::cstring(dir.as_bytes())?, libc::MNT_DETACH);
+    let _ = std::fs::remove_dir(&dir);
+    assembled
 }
 
 fn strip_root_path(p: &Path) -> &Path {

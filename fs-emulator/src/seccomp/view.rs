@@ -13,6 +13,7 @@ use super::sys;
 pub struct HostView {
     mnt: OwnedFd,
     net: OwnedFd,
+    pid: OwnedFd,
 }
 
 impl HostView {
@@ -20,6 +21,7 @@ impl HostView {
         Ok(HostView {
             mnt: sys::open(Path::new("/proc/thread-self/ns/mnt"), libc::O_RDONLY)?,
             net: sys::open(Path::new("/proc/thread-self/ns/net"), libc::O_RDONLY)?,
+            pid: sys::open(Path::new("/proc/thread-self/ns/pid"), libc::O_RDONLY)?,
         })
     }
 
@@ -45,6 +47,18 @@ impl HostView {
         sys::chroot_here()?;
         sys::fchdir(cwd.as_raw_fd())?;
         Ok(entered)
+    }
+
+    /// Enters the mount namespace `ns` (at its root) until the guard drops.
+    pub fn enter_ns(&self, ns: &OwnedFd) -> io::Result<Entered<'_>> {
+        sys::setns(ns.as_raw_fd(), libc::CLONE_NEWNS)?;
+        Ok(Entered { host: self })
+    }
+
+    /// Children of this thread are born in lodge-fs's own pid namespace again (after a setns
+    /// into a container's).
+    pub fn restore_pid_for_children(&self) -> io::Result<()> {
+        sys::setns(self.pid.as_raw_fd(), libc::CLONE_NEWPID)
     }
 
     /// Runs `f` in `tid`'s network namespace (sysfs shows the network namespace of whoever

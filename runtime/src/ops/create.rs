@@ -160,6 +160,22 @@ fn create_in(
     }
     let plan = Plan::new(spec)?;
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    // Under systemd the scope comes first: systemd makes its cgroup, lodge-runc then writes the
+    // limits and the delegated layout into it (systemd_scope.rs). Dropped on failure: stopped.
+    let scope = if g.systemd_cgroup && crate::systemd_scope::booted() {
+        let given = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let (unit, slice) = crate::systemd_scope::unit_and_slice(&given, id);
+        Some(crate::systemd_scope::Scope::start(
+            &unit, &slice, id, resources,
+        )?)
+    } else {
+        None
+    };
     cg.create(resources)?;
     undo.cgroup = Some(cg.clone());
     // A system container's root gets a delegated cgroup; init enters it at clone.
@@ -238,23 +254,8 @@ fn create_in(
     drop(listener);
     drop(console);
     let pid = spawned.init_pid;
-    let systemd_unit = if g.systemd_cgroup && crate::systemd_scope::booted() {
-        let given = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().as_ref())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let (unit, slice) = crate::systemd_scope::unit_and_slice(&given, id);
-        if let Err(e) = crate::systemd_scope::start(&unit, &slice, pid, id) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-            return Err(Error::io(format!("systemd scope {unit}"))(e));
-        }
-        Some(unit)
-    } else {
-        None
-    };
+    // Init holds the scope now.
+    let systemd_unit = scope.map(crate::systemd_scope::Scope::release);
     let start_time =
         sys::process_start_time(pid).ok_or(Error::Process(process::ProcessError::InitDied))?;
     // Registered with lodge-mgr once init exists (its pid is part of the record).

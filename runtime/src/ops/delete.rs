@@ -49,7 +49,7 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<()> {
     }
     if let Some(unit) = &st.systemd_unit {
         if let Err(e) = crate::systemd_scope::stop(unit) {
-            tracing::warn!(unit = %unit, error = %e, "stopping the systemd scope");
+            tracing::warn!(error = %e, "stopping the systemd scope");
         }
     }
     cgroup.remove()?;
