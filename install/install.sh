@@ -104,8 +104,30 @@ UNIT
     }
     unit mgr "${mgr_cmd[@]}"
     unit fs "${fs_cmd[@]}"
+    # Containers of the cgroupfs driver are in no unit of systemd's (those of the systemd driver
+    # are scopes): at shutdown this unit stops first of Lodge's, after Docker and containerd
+    # (ordered before them), and halts what is left, systemd inits with SIGRTMIN+3.
+    cat > "$systemd_dir/lodge-containers.service.new" <<UNIT
+[Unit]
+Description=Lodge system containers (halted at shutdown)
+After=lodge-mgr.service lodge-fs.service
+Wants=lodge-mgr.service lodge-fs.service
+Before=docker.service containerd.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+# (uninstall.sh stops it without halting anything: it leaves $run_dir/keep-containers)
+ExecStop=/bin/sh -c '[ -e $run_dir/keep-containers ] || exec $prefix/bin/lodge-mgr --socket $run_dir/mgr.sock halt --timeout 10'
+TimeoutStopSec=30
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    mv -f "$systemd_dir/lodge-containers.service.new" "$systemd_dir/lodge-containers.service"
     systemctl daemon-reload
-    systemctl enable --now lodge-mgr.service lodge-fs.service
+    systemctl enable --now lodge-mgr.service lodge-fs.service lodge-containers.service
 else
     step "starting lodge-mgr and lodge-fs under $prefix/lib/lodge/supervise (PID 1 is not systemd)"
     start() { # start NAME COMMAND...

@@ -30,6 +30,14 @@ if [ -x "$prefix/bin/lodge-mgr" ] && [ -e "$docker_config" ]; then
     fi
 fi
 
+# Its stop halts every container at shutdown; here it is stopped without halting any.
+if [ -e "$systemd_dir/lodge-containers.service" ]; then
+    step "removing lodge-containers.service"
+    mkdir -p "$run_dir" && touch "$run_dir/keep-containers"
+    systemctl disable --now lodge-containers.service 2>/dev/null || true
+    rm -f "$systemd_dir/lodge-containers.service" "$run_dir/keep-containers"
+    systemctl daemon-reload 2>/dev/null || true
+fi
 for name in mgr fs; do
     if [ -e "$systemd_dir/lodge-$name.service" ]; then
         step "removing lodge-$name.service"

@@ -121,6 +121,23 @@ impl Keeper {
             });
         }
         let mut child = cmd.spawn()?;
+        // Under systemd the keeper gets a unit of its own: it outlives lodge-fs.service on
+        // purpose (a restart hands the containers' files over through it), so it must be
+        // neither a left-over process of that unit nor killed with it; at shutdown systemd
+        // stops it as it stops any scope.
+        if lodge_sys::systemd::booted() {
+            let unit = format!("lodge-fs-keeper-{}.scope", child.id());
+            let description = "lodge-fs's keeper: containers' files across lodge-fs restarts";
+            if let Err(e) = lodge_sys::systemd::start_scope(
+                &unit,
+                "system.slice",
+                description,
+                &[child.id()],
+                vec![],
+            ) {
+                tracing::warn!(error = %e, "the keeper stays in lodge-fs's own unit");
+            }
+        }
         for _ in 0..200 {
             if let Some(k) = Keeper::connect(path)? {
                 // Reaped by whoever inherits it; lodge-fs does not wait for it.

@@ -2,6 +2,7 @@
 //! state, and host-backed volumes for the special directories of system containers.
 
 pub mod engines;
+pub mod halt;
 pub mod registry;
 pub mod server;
 pub mod subid;

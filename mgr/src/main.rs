@@ -52,6 +52,13 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Halt every registered container (systemd inits with SIGRTMIN+3, others with SIGTERM),
+    /// killing what still runs after the timeout: what the host's shutdown runs
+    Halt {
+        /// Seconds to wait before killing
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// Add lodge-runc to Docker's daemon.json (merged into what is there), or remove it
     DockerRuntime {
         /// add or remove
@@ -102,6 +109,19 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Some(Command::Halt { timeout }) => match request(&cli.socket, &Request::List)? {
+            Response::List { containers } => {
+                let done =
+                    lodge_mgr::halt::halt(&containers, std::time::Duration::from_secs(timeout));
+                println!(
+                    "halted {}, killed after {timeout} s {}",
+                    done.stopped.len(),
+                    done.killed.len()
+                );
+                Ok(())
+            }
+            other => bail!("unexpected answer: {other:?}"),
+        },
         Some(Command::Status) => match request(&cli.socket, &Request::Status)? {
             Response::Status {
                 version,

@@ -15,16 +15,13 @@
 //! Without systemd as PID 1 (no /run/systemd/system) the same `slice:prefix:name` path is
 //! served by cgroupfs alone, with a warning.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
+use lodge_sys::systemd::Value;
+use lodge_sys::systemd::{self, Property, SystemdError};
 use oci_spec::runtime::LinuxResources;
 use thiserror::Error;
-use zbus::zvariant::Value;
 
-const DESTINATION: &str = "org.freedesktop.systemd1";
-const PATH: &str = "/org/freedesktop/systemd1";
-const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 /// How long a scope's stop waits for its processes after SIGTERM, before SIGKILL (systemd's
 /// default is 90 s: a host shutdown would wait that long on a container's init that ignores
 /// SIGTERM, as systemd does).
@@ -32,55 +29,21 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum ScopeError {
-    #[error(
-        "the systemd cgroup driver talks to systemd over the system D-Bus, which is not reachable \
-         ({0}); start dbus, or run without --systemd-cgroup"
-    )]
-    NoBus(String),
-    #[error("systemd refused to start scope {unit}: {reason}")]
-    Start { unit: String, reason: String },
+    #[error("the systemd cgroup driver: {0} (or run without --systemd-cgroup)")]
+    Systemd(#[from] SystemdError),
     #[error("systemd did not put scope {unit} in place within {secs} s (journalctl -u {unit})")]
     NotStarted { unit: String, secs: u64 },
-    #[error("stopping scope {unit}: {reason}")]
-    Stop { unit: String, reason: String },
     #[error("the systemd cgroup driver: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Whether systemd is the running init (sd_booted's test).
-pub fn booted() -> bool {
-    Path::new("/run/systemd/system").is_dir()
-}
+pub use systemd::booted;
 
 /// The unit and slice named by a `slice:prefix:name` cgroupsPath (`lodge-<id>.scope` in
 /// system.slice without one).
 pub fn unit_and_slice(cgroups_path: &str, id: &str) -> (String, String) {
     crate::cgroups::systemd_unit_and_slice(cgroups_path)
         .unwrap_or_else(|| (format!("lodge-{id}.scope"), "system.slice".to_string()))
-}
-
-/// Runs `call` against the system bus on a runtime that ends with it.
-fn on_bus<T>(
-    call: impl AsyncFnOnce(&zbus::Connection) -> Result<T, ScopeError>,
-) -> Result<T, ScopeError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let conn = zbus::Connection::system()
-            .await
-            .map_err(|e| ScopeError::NoBus(e.to_string()))?;
-        call(&conn).await
-    })
-}
-
-async fn manager_call<B>(conn: &zbus::Connection, method: &str, body: &B) -> zbus::Result<()>
-where
-    B: serde::Serialize + zbus::zvariant::DynamicType,
-{
-    conn.call_method(Some(DESTINATION), PATH, Some(MANAGER), method, body)
-        .await
-        .map(drop)
 }
 
 /// A transient scope in place, held by a placeholder process until the container's init is in
@@ -105,40 +68,25 @@ impl Scope {
             placeholder: Some(placeholder),
         };
         let description = format!("lodge-runc container {id}");
-        let mut props: Vec<(&str, Value)> = vec![
-            ("Description", description.as_str().into()),
+        let mut props: Vec<Property> = vec![
             ("Delegate", true.into()),
-            ("PIDs", vec![placeholder as u32].into()),
             ("TimeoutStopUSec", (STOP_TIMEOUT.as_micros() as u64).into()),
             ("MemoryAccounting", true.into()),
             ("CPUAccounting", true.into()),
             ("TasksAccounting", true.into()),
             ("IOAccounting", true.into()),
         ];
-        if !slice.is_empty() {
-            props.push(("Slice", slice.into()));
-        }
         props.extend(unit_properties(resources));
-        let aux: Vec<(&str, Vec<(&str, Value)>)> = vec![];
-        on_bus(async |conn| {
-            manager_call(conn, "StartTransientUnit", &(unit, "replace", props, aux))
-                .await
-                .map_err(|e| ScopeError::Start {
-                    unit: unit.to_string(),
-                    reason: e.to_string(),
-                })
-        })?;
+        systemd::start_scope(unit, slice, &description, &[placeholder as u32], props)?;
+        if threads() > 1 {
+            tracing::warn!(
+                threads = threads(),
+                "D-Bus left threads behind in lodge-runc"
+            );
+        }
         // The job runs after the call returns: wait until the placeholder is in the scope.
         let deadline = Instant::now() + Duration::from_secs(10);
-        let suffix = format!("/{unit}");
-        loop {
-            let cgroup = std::fs::read_to_string(format!("/proc/{placeholder}/cgroup"))?;
-            if cgroup
-                .lines()
-                .any(|l| l.starts_with("0::") && l.trim_end().ends_with(&suffix))
-            {
-                break;
-            }
+        while !systemd::in_unit(placeholder as u32, unit)? {
             if Instant::now() > deadline {
                 let _ = scope.stop();
                 return Err(ScopeError::NotStarted {
@@ -199,24 +147,9 @@ fn spawn_placeholder() -> Result<i32, ScopeError> {
     }
 }
 
-/// Stops the scope (at delete) and forgets a failed result, so no unit is left behind.
+/// Stops the scope (at delete); nothing is left listed.
 pub fn stop(unit: &str) -> Result<(), ScopeError> {
-    on_bus(async |conn| {
-        let stopped = manager_call(conn, "StopUnit", &(unit, "replace")).await;
-        let _ = manager_call(conn, "ResetFailedUnit", &(unit,)).await;
-        match stopped {
-            // Already gone: the scope ends by itself when its last process exits.
-            Err(zbus::Error::MethodError(name, _, _))
-                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
-            {
-                Ok(())
-            }
-            other => other.map_err(|e| ScopeError::Stop {
-                unit: unit.to_string(),
-                reason: e.to_string(),
-            }),
-        }
-    })
+    Ok(systemd::stop_unit(unit)?)
 }
 
 /// The unit properties for the spec's limits, converted as runc's systemd driver converts them.
@@ -346,11 +279,14 @@ mod tests {
     }
 
     #[test]
-    fn no_bus_is_a_clear_error_and_leaves_one_thread() {
-        if Path::new("/run/dbus/system_bus_socket").exists() {
+    fn no_bus_is_a_clear_error() {
+        if std::path::Path::new("/run/dbus/system_bus_socket").exists() {
             return;
         }
         let err = stop("lodge-none.scope").unwrap_err().to_string();
-        assert!(err.contains("system D-Bus"), "{err}");
+        assert!(
+            err.contains("system D-Bus") && err.contains("--systemd-cgroup"),
+            "{err}"
+        );
     }
 }

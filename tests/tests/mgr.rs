@@ -735,3 +735,64 @@ fn system_container_chown_fallback_is_reverted() {
     );
     rt.assert_no_residue(&id, &bundle);
 }
+
+#[test]
+fn halt_stops_each_init_with_its_signal_and_kills_the_deaf() {
+    let m = Mgr::new("", "", &[]);
+    let rt = lodge_tests::Runtime::system();
+    let sock = m.socket();
+    let sock = sock.to_str().unwrap();
+    // An init named systemd that halts on SIGRTMIN+3 only (as systemd does: SIGTERM re-executes
+    // it), one that stops on SIGTERM, and one with no handler at all (a pid namespace's init
+    // ignores what it does not handle).
+    let mut systemd = lodge_tests::Bundle::new(&["/sbin/systemd"]);
+    std::fs::create_dir_all(systemd.rootfs().join("sbin")).unwrap();
+    std::fs::write(
+        systemd.rootfs().join("sbin/systemd"),
+        "#!/bin/sh\ntrap '' TERM\ntrap 'echo halted > /halted; exit 0' 37\nwhile :; do sleep 0.1; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        systemd.rootfs().join("sbin/systemd"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    systemd.edit(|c| c["root"]["readonly"] = false.into());
+    let polite = lodge_tests::Bundle::new(&[
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+    ]);
+    let deaf = lodge_tests::Bundle::new(&["sleep", "1000"]);
+    let ids: Vec<String> = ["halt-systemd", "halt-polite", "halt-deaf"]
+        .iter()
+        .map(|p| unique_id(p))
+        .collect();
+    for (id, b) in ids.iter().zip([&systemd, &polite, &deaf]) {
+        rt.ok(&["--mgr-socket", sock, "run", "-d", "--bundle", b.path(), id]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let out = Command::new(mgr_bin())
+        .args(["--socket", sock, "halt", "--timeout", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.trim(), "halted 2, killed after 3 s 1", "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    assert_eq!(
+        std::fs::read_to_string(systemd.rootfs().join("halted")).unwrap_or_default(),
+        "halted\n",
+        "systemd got SIGRTMIN+3"
+    );
+    for (id, b) in ids.iter().zip([&systemd, &polite, &deaf]) {
+        assert_eq!(rt.status(id), "stopped", "{id}");
+        rt.ok(&["--mgr-socket", sock, "delete", id]);
+        rt.assert_no_residue(id, b);
+    }
+}

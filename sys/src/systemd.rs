@@ -1,0 +1,111 @@
+//! systemd's manager over the system D-Bus: transient scopes (lodge-runc's containers under the
+//! systemd cgroup driver, lodge-fs's keeper) and stopping units. zbus runs on a current-thread
+//! tokio runtime that lives only for the call, so a caller that forks (lodge-runc) has no other
+//! thread once it returns.
+
+use std::path::Path;
+
+pub use zbus::zvariant::Value;
+
+const DESTINATION: &str = "org.freedesktop.systemd1";
+const PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error(
+        "systemd's manager is reached over the system D-Bus, which is not reachable here ({0}); \
+         start dbus"
+    )]
+    NoBus(String),
+    #[error("systemd: {method} {unit}: {reason}")]
+    Call {
+        method: &'static str,
+        unit: String,
+        reason: String,
+    },
+    #[error("systemd: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Whether systemd is the running init (sd_booted's test).
+pub fn booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// A unit property, as StartTransientUnit takes them.
+pub type Property<'a> = (&'a str, Value<'a>);
+
+fn call<B>(method: &'static str, unit: &str, body: &B) -> Result<(), SystemdError>
+where
+    B: serde::Serialize + zbus::zvariant::DynamicType,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let conn = zbus::Connection::system()
+            .await
+            .map_err(|e| SystemdError::NoBus(e.to_string()))?;
+        conn.call_method(Some(DESTINATION), PATH, Some(MANAGER), method, body)
+            .await
+            .map(drop)
+            .map_err(|e| match e {
+                zbus::Error::MethodError(name, _, _)
+                    if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+                {
+                    SystemdError::Call {
+                        method,
+                        unit: unit.to_string(),
+                        reason: "no such unit".into(),
+                    }
+                }
+                e => SystemdError::Call {
+                    method,
+                    unit: unit.to_string(),
+                    reason: e.to_string(),
+                },
+            })
+    })
+}
+
+/// Starts transient scope `unit` holding `pids`, in `slice` (none: systemd's default), with
+/// `properties` besides. systemd moves the pids into the scope's cgroup once the job runs,
+/// which may be after this returns.
+pub fn start_scope(
+    unit: &str,
+    slice: &str,
+    description: &str,
+    pids: &[u32],
+    properties: Vec<Property>,
+) -> Result<(), SystemdError> {
+    let mut props: Vec<Property> = vec![
+        ("Description", description.into()),
+        ("PIDs", pids.to_vec().into()),
+    ];
+    if !slice.is_empty() {
+        props.push(("Slice", slice.into()));
+    }
+    props.extend(properties);
+    let aux: Vec<(&str, Vec<Property>)> = vec![];
+    call("StartTransientUnit", unit, &(unit, "replace", props, aux))
+}
+
+/// Stops `unit` and forgets a failed result, so nothing is left listed. A unit already gone
+/// is fine.
+pub fn stop_unit(unit: &str) -> Result<(), SystemdError> {
+    let stopped = call("StopUnit", unit, &(unit, "replace"));
+    let _ = call("ResetFailedUnit", unit, &(unit,));
+    match stopped {
+        Err(SystemdError::Call { reason, .. }) if reason == "no such unit" => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `pid` sits in unit `unit` (its cgroup v2 path ends with it).
+pub fn in_unit(pid: u32, unit: &str) -> std::io::Result<bool> {
+    let suffix = format!("/{unit}");
+    Ok(std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?
+        .lines()
+        .any(|l| l.starts_with("0::") && l.trim_end().ends_with(&suffix)))
+}
