@@ -128,7 +128,7 @@ fn register(socket: &Path, id: &str, paths: &[PathBuf]) {
     assert!(matches!(r, Response::Registered { .. }), "{r:?}");
 }
 
-pub fn fs_bench(lodge_fs: &Path) {
+pub fn fs_bench(lodge_fs: &Path, dev_fuse: bool) {
     let work = std::env::temp_dir().join(format!("lodge-bench-fs-{}", std::process::id()));
     let (ours, lxcfs_mnt) = (work.join("lodge-fs"), work.join("lxcfs"));
     std::fs::create_dir_all(&ours).unwrap();
@@ -140,6 +140,7 @@ pub fn fs_bench(lodge_fs: &Path) {
             .arg(&socket)
             .arg("--mountpoint")
             .arg(&ours)
+            .args(dev_fuse.then_some("--no-io-uring"))
             .stderr(Stdio::null())
             .spawn()
             .expect("lodge-fs"),

@@ -43,7 +43,9 @@ fn main() {
                 return;
             }
             "--fs" => {
-                fs::fs_bench(&lodge.with_file_name("lodge-fs"));
+                // `--fs --no-io-uring`: lodge-fs over /dev/fuse, the transport of kernels < 6.14.
+                let dev_fuse = args.get(i + 1).is_some_and(|a| a == "--no-io-uring");
+                fs::fs_bench(&lodge.with_file_name("lodge-fs"), dev_fuse);
                 return;
             }
             "--syscalls" => {
@@ -56,7 +58,7 @@ fn main() {
             }
             "--help" | "-h" => {
                 println!(
-                    "usage: lodge-bench [--iterations N] [--lodge-runc PATH] | --mgr | --fs | --syscalls"
+                    "usage: lodge-bench [--iterations N] [--lodge-runc PATH] | --mgr | --fs [--no-io-uring] | --syscalls"
                 );
                 return;
             }
