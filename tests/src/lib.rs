@@ -230,6 +230,15 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
 }
 
 /// The rest of the line of `out` that starts with `key` (test scripts print `key value` lines).
+/// A command's stdout and stderr together, as text.
+pub fn combined(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn field<'a>(out: &'a str, key: &str) -> &'a str {
     out.lines()
         .find_map(|l| l.strip_prefix(key))

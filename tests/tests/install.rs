@@ -25,11 +25,7 @@ fn script(name: &str, scratch: &Path, args: &[&str]) -> String {
         .env("LODGE_INIT", "supervisor")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = lodge_tests::combined(&out);
     assert!(out.status.success(), "{name} failed:\n{text}");
     text
 }

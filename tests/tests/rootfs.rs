@@ -252,11 +252,7 @@ fn on_a_shared_host(script: &str) -> String {
         .arg(format!("mount --make-rshared /\n{script}"))
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = lodge_tests::combined(&out);
     assert!(out.status.success(), "{text}");
     text
 }

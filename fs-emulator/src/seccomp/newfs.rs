@@ -137,16 +137,24 @@ pub fn supported() -> bool {
     probe().is_ok()
 }
 
-/// The filesystem's context, configured with the caller's options (step 1 of both builds).
-fn context(
+/// The new filesystem, mounted detached (step 1 of both builds) with the caller's options: a
+/// procfs from the context `open_proc` gives, a sysfs made in the caller's network namespace
+/// (sysfs shows the network namespace of whoever creates it).
+fn new_fs(
+    host: &HostView,
     req: &Request,
-    open: impl FnOnce() -> io::Result<sys::FsContext>,
-) -> io::Result<sys::FsContext> {
-    let fs = open()?;
-    for (k, v) in caller_options(req.kind, req.options)? {
-        fs.set(&k, v.as_deref())?;
+    open_proc: impl FnOnce() -> io::Result<sys::FsContext>,
+) -> io::Result<OwnedFd> {
+    let mount = |fs: sys::FsContext| -> io::Result<OwnedFd> {
+        for (k, v) in caller_options(req.kind, req.options)? {
+            fs.set(&k, v.as_deref())?;
+        }
+        fs.mount(req.attrs & !sys::MOUNT_ATTR_RDONLY)
+    };
+    match req.kind {
+        Kind::Proc => mount(open_proc()?),
+        Kind::Sys => host.in_netns(req.tid, || mount(sys::FsContext::open("sysfs")?)),
     }
-    Ok(fs)
 }
 
 /// The container's own masks and files, cloned where its init sees them, in overlay order.
@@ -208,25 +216,15 @@ fn mount_overlays(
 
 /// Builds the tree (detached).
 pub fn build(host: &HostView, req: &Request) -> io::Result<OwnedFd> {
-    let make = || -> io::Result<OwnedFd> {
-        let fs = context(req, || match req.kind {
-            Kind::Proc => {
-                let fs = sys::FsContext::open("proc")?;
-                let pidns = sys::open(
-                    Path::new(&format!("/proc/{}/ns/pid", req.tid)),
-                    libc::O_RDONLY,
-                )?;
-                fs.set_fd("pidns", pidns.as_raw_fd())?;
-                Ok(fs)
-            }
-            Kind::Sys => sys::FsContext::open("sysfs"),
-        })?;
-        fs.mount(req.attrs & !sys::MOUNT_ATTR_RDONLY)
-    };
-    let tree = match req.kind {
-        Kind::Proc => make()?,
-        Kind::Sys => host.in_netns(req.tid, make)?,
-    };
+    let tree = new_fs(host, req, || {
+        let fs = sys::FsContext::open("proc")?;
+        let pidns = sys::open(
+            Path::new(&format!("/proc/{}/ns/pid", req.tid)),
+            libc::O_RDONLY,
+        )?;
+        fs.set_fd("pidns", pidns.as_raw_fd())?;
+        Ok(fs)
+    })?;
     let clones = container_clones(host, req)?;
     mount_overlays(req, tree.as_raw_fd(), b"", clones)?;
     if req.attrs & sys::MOUNT_ATTR_RDONLY != 0 {
@@ -327,17 +325,7 @@ fn proc_context_in_pidns(host: &HostView, tid: i32) -> io::Result<sys::FsContext
 /// `build` for kernels without mounts onto detached trees or procfs's `pidns` (see the module
 /// comment).
 pub fn build_staged(host: &HostView, staging: &Staging, req: &Request) -> io::Result<OwnedFd> {
-    let make = || -> io::Result<OwnedFd> {
-        let fs = context(req, || match req.kind {
-            Kind::Proc => proc_context_in_pidns(host, req.tid),
-            Kind::Sys => sys::FsContext::open("sysfs"),
-        })?;
-        fs.mount(req.attrs & !sys::MOUNT_ATTR_RDONLY)
-    };
-    let fs = match req.kind {
-        Kind::Proc => make()?,
-        Kind::Sys => host.in_netns(req.tid, make)?,
-    };
+    let fs = new_fs(host, req, || proc_context_in_pidns(host, req.tid))?;
     let clones = container_clones(host, req)?;
     let _staged = host.enter_ns(&staging.mnt)?;
     let dir = format!("{SCRATCH}/{}", staging.next.fetch_add(1, Ordering::Relaxed));
