@@ -152,6 +152,16 @@ pub fn stop(unit: &str) -> Result<(), ScopeError> {
     Ok(systemd::stop_unit(unit)?)
 }
 
+/// `update` under systemd: the scope's properties follow, so systemd's next write to the scope
+/// (a `daemon-reload`) keeps the new limits rather than the ones it started with.
+pub fn update(unit: &str, resources: &LinuxResources) -> Result<(), ScopeError> {
+    let props = unit_properties(Some(resources));
+    if props.is_empty() {
+        return Ok(());
+    }
+    Ok(systemd::set_properties(unit, props)?)
+}
+
 /// The unit properties for the spec's limits, converted as runc's systemd driver converts them.
 fn unit_properties(r: Option<&LinuxResources>) -> Vec<(&'static str, Value<'static>)> {
     let mut props: Vec<(&'static str, Value<'static>)> = vec![];

@@ -91,6 +91,11 @@ pub fn start_scope(
     call("StartTransientUnit", unit, &(unit, "replace", props, aux))
 }
 
+/// Changes `unit`'s properties for as long as it runs (`SetUnitProperties`, runtime only).
+pub fn set_properties(unit: &str, properties: Vec<Property>) -> Result<(), SystemdError> {
+    call("SetUnitProperties", unit, &(unit, true, properties))
+}
+
 /// Stops `unit` and forgets a failed result, so nothing is left listed. A unit already gone
 /// is fine.
 pub fn stop_unit(unit: &str) -> Result<(), SystemdError> {

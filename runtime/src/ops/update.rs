@@ -12,6 +12,9 @@ use super::Globals;
 pub fn update(g: &Globals, id: &str, resources: &LinuxResources) -> Result<()> {
     let running = [Status::Created, Status::Running, Status::Paused];
     let (_dir, st) = super::open_in(g, id, &running, "cannot update a stopped container")?;
+    if let Some(unit) = &st.systemd_unit {
+        crate::systemd_scope::update(unit, resources)?;
+    }
     Cgroup::from_paths(st.cgroup_paths.clone()).apply(resources)?;
     if !st.delegated_cgroup_paths.is_empty() {
         Cgroup::from_paths(st.delegated_cgroup_paths.clone()).apply(resources)?;
