@@ -42,7 +42,7 @@ fi
 step() { printf '== %s\n' "$*"; }
 
 if [ -z "$bin_dir" ]; then
-    command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.80), or pass --bin-dir" >&2; exit 1; }
+    command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.87), or pass --bin-dir" >&2; exit 1; }
     for pkg in libseccomp-dev pkg-config fuse3; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="${need:-} $pkg"
     done

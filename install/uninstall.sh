@@ -64,6 +64,15 @@ rm -f "$run_dir/fs-state.json" "$run_dir/fs-keeper.sock"
 umount -l "$fs_mount" 2>/dev/null || true
 rmdir "$fs_mount" 2>/dev/null || true
 
+# lodge-runc's default parent cgroup (/lodge/<id>), once its last container is deleted; and any
+# keeper scope systemd still lists.
+for dir in /sys/fs/cgroup/lodge /sys/fs/cgroup/*/lodge; do
+    [ -d "$dir" ] && rmdir "$dir" 2>/dev/null || true
+done
+if [ -d /run/systemd/system ]; then
+    systemctl reset-failed 'lodge-fs-keeper-*.scope' 2>/dev/null || true
+fi
+
 step "removing binaries from $prefix/bin"
 rm -f "$prefix/bin/lodge-runc" "$prefix/bin/lodge-mgr" "$prefix/bin/lodge-fs"
 rm -rf "$prefix/lib/lodge"

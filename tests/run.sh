@@ -44,3 +44,7 @@ echo "== integration tests (lodge-runc: $LODGE_RUNC)"
 cargo test -p lodge-tests -- --test-threads=4
 echo "== residue check"
 bash tests/check-residue.sh
+# Lodge on a stock Debian 12 host (systemd, pure cgroup v2, Docker's systemd driver, AppArmor),
+# booted under qemu on kernels 6.1 and 6.12: what only such a host can show (tests/vm/lane.sh).
+echo "== VM lane"
+bash tests/vm/lane.sh

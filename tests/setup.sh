@@ -10,7 +10,7 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.80)" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup, Rust >= 1.87)" >&2; exit 1; }
 
 # Images, built from Debian's packages once per machine (no image registry is reachable):
 # Debian with procps for the Docker client checks, with systemd for the boot test, and with

@@ -70,6 +70,11 @@ impl Scope {
         let description = format!("lodge-runc container {id}");
         let mut props: Vec<Property> = vec![
             ("Delegate", true.into()),
+            // Out of the shutdown transaction, as runc's scopes: the engine stops its
+            // containers with their stop signal (systemd's SIGRTMIN+3), and
+            // lodge-containers.service halts the rest; systemd's SIGTERM to every process
+            // of the scope at the same moment would only make systemd inside re-execute.
+            ("DefaultDependencies", false.into()),
             ("TimeoutStopUSec", (STOP_TIMEOUT.as_micros() as u64).into()),
             ("MemoryAccounting", true.into()),
             ("CPUAccounting", true.into()),

@@ -82,6 +82,8 @@ pub fn start_scope(
     let mut props: Vec<Property> = vec![
         ("Description", description.into()),
         ("PIDs", pids.to_vec().into()),
+        // Gone once it ends, even killed: nothing left in `systemctl list-units`.
+        ("CollectMode", "inactive-or-failed".into()),
     ];
     if !slice.is_empty() {
         props.push(("Slice", slice.into()));
