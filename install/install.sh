@@ -92,6 +92,8 @@ Before=docker.service containerd.service
 After=local-fs.target
 
 [Service]
+# Both tell systemd when their socket answers (sd_notify READY=1).
+Type=notify
 ExecStart=$*
 Restart=on-failure
 KillMode=process

@@ -182,6 +182,10 @@ fn main() -> anyhow::Result<()> {
         });
     }
     tracing::info!(mountpoint = %cli.mountpoint.display(), socket = %cli.socket.display(), "lodge-fs ready");
+    // `Type=notify`: `systemctl restart lodge-fs` returns once the socket answers.
+    if let Err(e) = lodge_sys::systemd::notify_ready() {
+        tracing::warn!(error = %e, "sd_notify");
+    }
     let sig = wait_for(&signals);
     let _ = std::fs::remove_file(&cli.socket);
     if let Some(s) = &agent_socket {

@@ -186,7 +186,9 @@ fn daemon(cli: Cli) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let listener = server::bind(&cli.socket)?;
-        server::notify_ready();
+        if let Err(e) = lodge_sys::systemd::notify_ready() {
+            tracing::warn!(error = %e, "sd_notify");
+        }
         let shared = Arc::new(Mutex::new(registry));
         let every = std::time::Duration::from_millis(cli.gc_interval_ms.max(100));
         tokio::select! {

@@ -153,25 +153,3 @@ pub async fn serve(reg: Shared, listener: UnixListener) {
         }
     }
 }
-
-/// Tells systemd we are ready, when started by it (sd_notify READY=1).
-pub fn notify_ready() {
-    let Some(addr) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(_) => return,
-    };
-    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(addr.as_os_str());
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
-    } else {
-        sock.send_to(b"READY=1", &addr)
-    };
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "sd_notify");
-    }
-}

@@ -109,6 +109,24 @@ pub fn stop_unit(unit: &str) -> Result<(), SystemdError> {
     }
 }
 
+/// Tells systemd the service is ready (sd_notify READY=1), when it started us with a
+/// NOTIFY_SOCKET (`Type=notify`); nothing otherwise.
+pub fn notify_ready() -> std::io::Result<()> {
+    let Some(addr) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(addr.as_os_str());
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        let a = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        sock.send_to_addr(b"READY=1", &a)?;
+    } else {
+        sock.send_to(b"READY=1", &addr)?;
+    }
+    Ok(())
+}
+
 /// Whether `pid` sits in unit `unit` (its cgroup v2 path ends with it).
 pub fn in_unit(pid: u32, unit: &str) -> std::io::Result<bool> {
     let suffix = format!("/{unit}");

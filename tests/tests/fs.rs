@@ -490,3 +490,46 @@ fn a_restart_long_after_the_mount_takes_over_without_waiting_on_it() {
     rt.ok(&["--fs-socket", &fs.socket(), "delete", "--force", &id]);
     rt.assert_no_residue(&id, &b);
 }
+
+#[test]
+fn ready_is_notified_to_systemd_once_the_socket_answers() {
+    // `Type=notify`: `systemctl restart lodge-fs` returns only then.
+    let dir = std::path::Path::new(lodge_tests::WORK).join(unique_id("fs-notify"));
+    std::fs::create_dir_all(dir.join("mnt")).unwrap();
+    let notify = std::os::unix::net::UnixDatagram::bind(dir.join("notify.sock")).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let socket = dir.join("fs.sock");
+    let mut child = std::process::Command::new(lodge_tests::lodge_fs_bin())
+        .env("NOTIFY_SOCKET", dir.join("notify.sock"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--mountpoint")
+        .arg(dir.join("mnt"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let got = notify.recv(&mut buf);
+    let status = std::process::Command::new(lodge_tests::lodge_fs_bin())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stop = std::process::Command::new(lodge_tests::lodge_fs_bin())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("stop")
+        .output()
+        .unwrap();
+    let _ = child.wait();
+    let n = got.expect("READY=1 within 10 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(status.status.success(), "serving once it said ready");
+    assert!(stop.status.success());
+    if std::fs::remove_dir(dir.join("mnt")).is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
