@@ -133,6 +133,18 @@ lodge_run_d() {
     fi
 }
 
+# qs_wait_booted T0: the quickstart container's `systemctl is-system-running` once it has left
+# the starting states (or 400 s after T0, in SECONDS).
+qs_wait_booted() {
+    local t0=$1 state=""
+    for _ in $(seq 600); do
+        state=$(qs_exec systemctl is-system-running 2>/dev/null)
+        case "$state" in initializing | starting | offline | "") sleep 1 ;; *) break ;; esac
+        [ $((SECONDS - t0)) -lt 400 ] || break
+    done
+    echo "$state"
+}
+
 # --- boot 1 ------------------------------------------------------------------------------------
 t_install() {
     local out
@@ -450,12 +462,8 @@ t_quickstart() {
         -e LODGE_SPECIAL_VOLUMES=TRUE lodge/quickstart /sbin/init 2>&1) || {
         echo "$out"; docker_diag; lodge_diag; die "docker run -d of the quickstart image: $(echo "$out" | tail -1)"
     }
-    local state=""
-    for _ in $(seq 600); do
-        state=$(qs_exec systemctl is-system-running 2>/dev/null)
-        case "$state" in initializing | starting | offline | "") sleep 1 ;; *) break ;; esac
-        [ $((SECONDS - t0)) -lt 400 ] || break
-    done
+    local state
+    state=$(qs_wait_booted "$t0")
     info "is-system-running '$state' after $((SECONDS - t0)) s"
     local cid
     cid=$(docker inspect -f '{{.Id}}' $QS)
@@ -542,12 +550,8 @@ t_reboot() {
     out=$(timeout 180 docker start $QS 2>&1) || {
         echo "$out"; docker_diag; lodge_diag; die "docker start after the reboot: $(echo "$out" | tail -1)"
     }
-    local state=""
-    for _ in $(seq 600); do
-        state=$(qs_exec systemctl is-system-running 2>/dev/null)
-        case "$state" in initializing | starting | offline | "") sleep 1 ;; *) break ;; esac
-        [ $((SECONDS - t0)) -lt 400 ] || break
-    done
+    local state
+    state=$(qs_wait_booted "$t0")
     info "after docker start: is-system-running '$state' in $((SECONDS - t0)) s"
     if [ "$state" != running ]; then
         show docker ps -a
