@@ -371,3 +371,33 @@ fn immutability_holds_on_the_mountinfo_path_too() {
     assert!(out.contains("Device or resource busy"), "{out}");
     assert_eq!(field(&out, "masked"), "0", "{out}");
 }
+
+#[test]
+fn a_struct_running_into_an_unmapped_page_gets_efault_and_the_agent_lives_on() {
+    // mount_setattr's mount_attr and openat2's open_how start 8 bytes before an unmapped page:
+    // the kernel answers EFAULT, and so must the agent (a short read once took lodge-fs down).
+    let mut b = Bundle::from_image(
+        &Path::new(WORK).join("images/debian-bookworm-procps.tar"),
+        &["sleep", "1000"],
+    );
+    b.edit(|c| c["root"]["readonly"] = false.into());
+    let c = Running::system(b, "efault");
+    let script = r#"
+        my $m = syscall(9, 0, 8192, 3, 0x22, -1, 0);
+        syscall(11, $m + 4096, 4096) == 0 or die "munmap: $!";
+        my $edge = $m + 4096 - 8;
+        my ($proc, $knob) = ("/proc", "/proc/sys/kernel/panic");
+        $! = 0; my $r = syscall(442, -100, $proc, 0, $edge, 32);
+        print "mount_setattr $r ", $! + 0, "\n";
+        $! = 0; $r = syscall(437, -100, $knob, $edge, 24);
+        print "openat2 $r ", $! + 0, "\n";
+    "#;
+    // Bounded: with the agent gone the call would wait for an answer for good.
+    let out = c.rt.sh(&c.id, &format!("timeout 20 perl -e '{script}'"));
+    assert_eq!(field(&out, "mount_setattr"), "-1 14", "EFAULT: {out}");
+    assert_eq!(field(&out, "openat2"), "-1 14", "EFAULT: {out}");
+    // The agent still answers: a trapped call of another process goes through it.
+    let out = c.sh("mkdir -p /mnt/p && mount -t proc proc /mnt/p; echo rc $?; umount /mnt/p");
+    assert_eq!(field(&out, "rc"), "0", "{out}");
+    assert!(c.rt.run(&["exec", &c.id, "true"]).status.success());
+}

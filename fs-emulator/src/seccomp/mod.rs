@@ -583,7 +583,7 @@ impl Call<'_> {
         if size < 16 {
             return Outcome::Continue;
         }
-        let attr = try_call!(notif::read_memory(self.tid(), self.arg(3), 16));
+        let attr = try_call!(notif::read_exact(self.tid(), self.arg(3), 16));
         let word = |i: usize| u64::from_ne_bytes(attr[i * 8..i * 8 + 8].try_into().unwrap());
         let (set, clear) = (word(0), word(1));
         if clear & sys::MOUNT_ATTR_RDONLY == 0 || set & sys::MOUNT_ATTR_RDONLY != 0 {
@@ -615,7 +615,7 @@ impl Call<'_> {
         if size < 24 {
             return Outcome::Continue;
         }
-        let how = try_call!(notif::read_memory(self.tid(), self.arg(2), 24));
+        let how = try_call!(notif::read_exact(self.tid(), self.arg(2), 24));
         let word = |i: usize| u64::from_ne_bytes(how[i * 8..i * 8 + 8].try_into().unwrap());
         let (flags, resolve) = (word(0), word(2));
         if resolve & sys::RESOLVE_NO_XDEV == 0 {
@@ -774,7 +774,7 @@ impl Call<'_> {
         };
         let value = if is_set(nr) {
             let size = (self.arg(3) as usize).min(65536);
-            try_call!(notif::read_memory(self.tid(), self.arg(2), size))
+            try_call!(notif::read_exact(self.tid(), self.arg(2), size))
         } else {
             Vec::new()
         };

@@ -199,6 +199,16 @@ pub fn read_memory(pid: i32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Reads exactly `len` bytes (a struct the call passes): EFAULT, as the kernel would answer, when
+/// part of it is not mapped. The caller controls `addr`; nothing here trusts it.
+pub fn read_exact(pid: i32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+    let bytes = read_memory(pid, addr, len)?;
+    if bytes.len() < len {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    Ok(bytes)
+}
+
 /// Reads a NUL-terminated string (a path: at most PATH_MAX bytes) from `pid`'s memory.
 pub fn read_string(pid: i32, addr: u64) -> io::Result<Vec<u8>> {
     const PATH_MAX: usize = 4096;
