@@ -247,10 +247,27 @@ fn selinux_labels_are_refused_clearly() {
 }
 
 #[test]
-fn an_unreachable_manager_fails_create_clearly() {
-    let rt = Runtime::new();
+fn an_unreachable_manager_fails_a_system_container_clearly_and_not_a_plain_one() {
+    // A plain container (--no-syscont) needs nothing of lodge-mgr's: it runs, as with runc.
+    let plain = Runtime::new();
     let bundle = Bundle::new(&["true"]);
     let id = unique_id("nomgr");
+    let out = plain.run(&[
+        "--mgr-socket",
+        "/nonexistent/mgr.sock",
+        "run",
+        "--bundle",
+        bundle.path(),
+        &id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_clean(&plain, &id, &bundle);
+    // A system container needs its ID range: a clear error naming lodge-mgr.
+    let rt = Runtime::system();
     let err = rt.fails(&[
         "--mgr-socket",
         "/nonexistent/mgr.sock",
@@ -264,8 +281,8 @@ fn an_unreachable_manager_fails_create_clearly() {
         "{err}"
     );
     assert_clean(&rt, &id, &bundle);
-    // --no-mgr runs without it.
-    let out = rt.run(&[
+    // --no-mgr says so outright: a system container then needs ID mappings in its spec.
+    let err = rt.fails(&[
         "--no-mgr",
         "--mgr-socket",
         "/nonexistent/mgr.sock",
@@ -274,10 +291,6 @@ fn an_unreachable_manager_fails_create_clearly() {
         bundle.path(),
         &id,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(err.contains("--no-mgr"), "{err}");
     assert_clean(&rt, &id, &bundle);
 }

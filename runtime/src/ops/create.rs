@@ -258,20 +258,27 @@ fn create_in(
     let systemd_unit = scope.map(crate::systemd_scope::Scope::release);
     let start_time =
         sys::process_start_time(pid).ok_or(Error::Process(process::ProcessError::InitDied))?;
-    // Registered with lodge-mgr once init exists (its pid is part of the record).
+    // Registered with lodge-mgr once init exists (its pid is part of the record). A plain
+    // container uses nothing of the manager's: as with runc, it runs while lodge-mgr is down.
+    let needs_mgr = mode != Mode::Plain || knobs.special_volumes;
     let registered = match &g.mgr_socket {
         Some(socket) => {
             let pod = crate::mgr_client::pod_key(spec);
-            if let Err(e) =
-                crate::mgr_client::register(socket, id, pid, &loaded.bundle, &loaded.rootfs, pod)
+            match crate::mgr_client::register(socket, id, pid, &loaded.bundle, &loaded.rootfs, pod)
             {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::SIGKILL,
-                );
-                return Err(e.into());
+                Ok(_) => true,
+                Err(e @ crate::mgr_client::MgrError::Unreachable { .. }) if !needs_mgr => {
+                    tracing::debug!(error = %e, "plain container not registered");
+                    false
+                }
+                Err(e) => {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::SIGKILL,
+                    );
+                    return Err(e.into());
+                }
             }
-            true
         }
         None => false,
     };
