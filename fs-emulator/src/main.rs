@@ -397,13 +397,10 @@ fn wait_for(set: &libc::sigset_t) -> i32 {
     sig
 }
 
+/// Detaches the mount at `path`.
 fn nix_umount(path: &std::path::Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    // SAFETY: umount2 with a valid path.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    let c = lodge_sys::cstring(path.as_os_str().as_encoded_bytes())?;
+    lodge_sys::mount::umount(&c, libc::MNT_DETACH)
 }
 
 fn raise_open_files_limit() {

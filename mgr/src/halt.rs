@@ -4,10 +4,11 @@
 //! waits 90 s on each of them. Each init gets the signal that halts it (SIGRTMIN+3 for systemd,
 //! SIGTERM otherwise); what is still running after the timeout is killed.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use lodge_ipc::mgr::ContainerInfo;
+use lodge_sys::pidfd::{pidfd_open, pidfd_send_signal, pidfd_wait_exit};
 
 /// What `halt` did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -29,36 +30,6 @@ pub fn halt_signal(pid: i32) -> i32 {
     }
 }
 
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: plain pidfd_open(2); the result is a new fd.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: the kernel just returned it.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn signal(pidfd: &OwnedFd, sig: i32) {
-    // SAFETY: pidfd_send_signal(2) on our pidfd with no siginfo.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-}
-
-fn exited(pidfd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one pollfd, without waiting.
-    unsafe { libc::poll(&mut p, 1, 0) == 1 }
-}
-
 /// Signals every running container's init to halt, waits up to `timeout` for them all, then
 /// kills the rest (its pid namespace goes with its init).
 pub fn halt(containers: &[ContainerInfo], timeout: Duration) -> Halted {
@@ -66,19 +37,19 @@ pub fn halt(containers: &[ContainerInfo], timeout: Duration) -> Halted {
     for c in containers.iter().filter(|c| c.running && c.pid > 0) {
         // Through a pidfd: a pid reused since registration is never signalled by mistake after
         // this point.
-        let Some(fd) = pidfd_open(c.pid) else {
+        let Ok(fd) = pidfd_open(c.pid) else {
             continue;
         };
         let sig = halt_signal(c.pid);
         tracing::info!(id = c.id, pid = c.pid, signal = sig, "halting");
-        signal(&fd, sig);
+        let _ = pidfd_send_signal(&fd, sig);
         waiting.push((c.id.clone(), fd));
     }
     let mut done = Halted::default();
     let deadline = Instant::now() + timeout;
     while !waiting.is_empty() && Instant::now() < deadline {
         waiting.retain(|(id, fd)| {
-            let gone = exited(fd);
+            let gone = pidfd_wait_exit(fd, 0).unwrap_or(true);
             if gone {
                 done.stopped.push(id.clone());
             }
@@ -87,7 +58,7 @@ pub fn halt(containers: &[ContainerInfo], timeout: Duration) -> Halted {
         std::thread::sleep(Duration::from_millis(50));
     }
     for (id, fd) in waiting {
-        signal(&fd, libc::SIGKILL);
+        let _ = pidfd_send_signal(&fd, libc::SIGKILL);
         done.killed.push(id);
     }
     done

@@ -63,7 +63,7 @@ impl Scope {
         resources: Option<&LinuxResources>,
     ) -> Result<Scope, ScopeError> {
         let placeholder = spawn_placeholder()?;
-        let mut scope = Scope {
+        let scope = Scope {
             unit: unit.to_string(),
             placeholder: Some(placeholder),
         };
@@ -83,17 +83,15 @@ impl Scope {
         ];
         props.extend(unit_properties(resources));
         systemd::start_scope(unit, slice, &description, &[placeholder as u32], props)?;
-        if threads() > 1 {
-            tracing::warn!(
-                threads = threads(),
-                "D-Bus left threads behind in lodge-runc"
-            );
+        let threads = threads();
+        if threads > 1 {
+            tracing::warn!(threads, "D-Bus left threads behind in lodge-runc");
         }
         // The job runs after the call returns: wait until the placeholder is in the scope.
         let deadline = Instant::now() + Duration::from_secs(10);
         while !systemd::in_unit(placeholder as u32, unit)? {
             if Instant::now() > deadline {
-                let _ = scope.stop();
+                // Dropped: stopped.
                 return Err(ScopeError::NotStarted {
                     unit: unit.to_string(),
                     secs: 10,

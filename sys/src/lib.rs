@@ -1,11 +1,12 @@
 //! lodge-sys: what lodge-runc and lodge-fs both need from the kernel and libc does not wrap —
 //! the fd-based mount API (`mount`), fd passing (`fdpass`) — and the mountinfo format
-//! (`mountinfo`), and systemd's manager over D-Bus (`systemd`). Thin on purpose:
+//! (`mountinfo`), pidfds (`pidfd`), and systemd's manager over D-Bus (`systemd`). Thin on purpose:
 //! errno stays an `io::Error`, each caller gives it meaning.
 
 pub mod fdpass;
 pub mod mount;
 pub mod mountinfo;
+pub mod pidfd;
 pub mod systemd;
 
 use std::ffi::CString;
