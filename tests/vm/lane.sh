@@ -5,7 +5,7 @@
 # install/ and the images into a job, runs tests/vm/guest-tests.sh in the guest on each kernel,
 # prints the results and `N passed, N failed`, and exits non-zero on any failure.
 #
-#   sudo bash tests/vm/lane.sh
+#   bash tests/vm/lane.sh     (as root)
 #
 # LODGE_VM_LANE picks kernels and suites (default "6.12:full 6.1:full"): `full` adds the
 # quickstart image (systemd + Docker inside), nested Docker and a timed reboot with it running;
